@@ -1,0 +1,507 @@
+"""Contrastive pretraining of CLIP / MERU (one loop for both; the loss comes from the model kind).
+
+``train(config, workdir)`` runs the whole job described by an ``ml_collections`` config (see
+``experiments/configs/pretrain.py``):
+
+1. checks the config and opens the data *before* any compute (unknown model or arch, bad keys and
+   a missing data directory fail at once);
+2. builds the mesh (``data`` axis, optional ``model`` axis), initialises the parameters directly
+   onto their shardings and the optimizer state next to them;
+3. resumes from the newest checkpoint in ``<workdir>/checkpoints`` (params, optimizer state,
+   step, rng and the data iterator position), so an interrupted run continues exactly;
+4. trains with a jitted step (global batch sharded on ``data``; the scalar clamps are projected
+   after every update), logging to stdout and ``<workdir>/metrics.jsonl``;
+5. saves the final parameters with the model config in ``<workdir>/pretrained`` (the format of
+   ``hac_jax.models.load_pretrained``) and prints a zero-shot report on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from hac_jax import checkpointing, evaluate, optim, progress, sharding
+from hac_jax import data as hdata
+
+__all__ = [
+    "MODEL_KINDS",
+    "Job",
+    "TrainResult",
+    "export_pretrained",
+    "jit_train_step",
+    "prepare",
+    "run",
+    "zero_shot_report",
+    "build_model_config",
+    "create_train_state",
+    "load_data",
+    "make_train_step",
+    "train",
+    "validate_config",
+]
+
+MODEL_KINDS = ("clip", "meru")
+# Scalars reported every log step (values at use: clamped, exponentiated). MERU users report the
+# curvature collapsing to its bound, so it must be visible.
+_SCALARS = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
+_BATCH_KEYS = ("image", "tokens")
+
+
+# ----------------------------------------------------------------------------------------------
+# Set-up
+# ----------------------------------------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ``ValueError`` for settings that cannot work, before anything is built."""
+    kind = config.model.kind
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {list(MODEL_KINDS)}")
+    if config.total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {config.total_steps}")
+    if config.batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {config.batch_size}")
+    if config.data.name not in _DATASETS:
+        raise ValueError(f"unknown data set {config.data.name!r}; choose one of {list(_DATASETS)}")
+    if config.ckpt.every <= 0:
+        raise ValueError(f"ckpt.every must be positive, got {config.ckpt.every}")
+
+
+def _require_dir(path: str | None, key: str) -> str:
+    if not path:
+        raise ValueError(f"data.{key} is not set; pass --config.data.{key}=DIR")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"data.{key} {path!r} is not a directory; point --config.data.{key} at the data"
+        )
+    return path
+
+
+def _fashion_mnist(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
+    source = _require_dir(cfg.source_dir, "source_dir")
+    return hdata.prepare_fashion_mnist(source, cfg.data_dir, max_examples=cfg.get("max_examples"))
+
+
+def _shapes(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
+    return hdata.prepare_shapes(
+        cfg.data_dir,
+        image_size=cfg.shapes.image_size,
+        train_per_class=cfg.shapes.train_per_class,
+        test_per_class=cfg.shapes.test_per_class,
+        seed=cfg.shapes.seed,
+    )
+
+
+def _prepared(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
+    return hdata.load_prepared(_require_dir(cfg.path, "path"))
+
+
+# Data sets by name (rules as data: the trainer never branches on the data set).
+_DATASETS = {"fashion_mnist": _fashion_mnist, "shapes": _shapes, "prepared": _prepared}
+
+
+def load_data(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
+    """Prepares (once) and opens the data set named by ``cfg.name`` (``fashion_mnist`` from the
+    IDX files in ``cfg.source_dir``, the generated ``shapes``, or a ``prepared`` tfds directory
+    ``cfg.path``); prepared copies go to ``cfg.data_dir`` (default: ``$HAC_JAX_DATA_DIR``).
+
+    Raises ``FileNotFoundError`` when the configured source directory does not exist.
+    """
+    if cfg.name not in _DATASETS:
+        raise ValueError(f"unknown data set {cfg.name!r}; choose one of {list(_DATASETS)}")
+    if cfg.get("data_dir") and os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
+        raise NotADirectoryError(f"data.data_dir {cfg.data_dir!r} is a file, not a directory")
+    return _DATASETS[cfg.name](cfg)
+
+
+def build_model_config(config: ml_collections.ConfigDict) -> Any:
+    """The ``ModelConfig`` of ``config.model`` (kind, named arch, overrides)."""
+    from hac_jax import models
+
+    return models.model_config(**config.model.to_dict())
+
+
+# ----------------------------------------------------------------------------------------------
+# State and step
+# ----------------------------------------------------------------------------------------------
+
+
+def _scalar_metrics(params: Mapping[str, Any], model_cfg: Any) -> dict[str, jax.Array]:
+    from hac_jax.models import clamp_scalars
+
+    clamped = clamp_scalars(params, model_cfg)
+    return {k: jnp.exp(clamped[k]) for k in _SCALARS if k in clamped}
+
+
+def make_train_step(model: Any, model_cfg: Any, tx: optax.GradientTransformation, schedule: Any):
+    """``step(state, batch) -> (state, metrics)`` (not jitted).
+
+    ``state = {"step", "params", "opt_state", "rng"}``; ``batch = {"image", "tokens"}``. The
+    update is followed by the scalar-clamp projection (``clamp_scalars``). ``metrics`` holds the
+    loss and its terms on the batch (before the update), the learning rate, the gradient norm and
+    the model scalars (``logit_scale``, ``curv``, ``visual_alpha``, ``textual_alpha``: values at
+    use) after the update.
+    """
+    from hac_jax.losses import model_loss
+    from hac_jax.models import clamp_scalars
+
+    loss_fn = model_loss(model_cfg)
+
+    def step(state, batch):
+        def loss_of(params):
+            out = model.apply({"params": params}, batch["image"], batch["tokens"])
+            loss, metrics = loss_fn(out)
+            return loss, metrics
+
+        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optim.apply_updates(
+            state["params"], updates, lambda p: clamp_scalars(p, model_cfg)
+        )
+        # The loss's own scalars (values at use before the update) are superseded by the values
+        # after the update and its projection.
+        metrics = {
+            **metrics,
+            "loss": loss,
+            "lr": schedule(state["step"]),
+            "grad_norm": optax.tree.norm(grads),
+            **_scalar_metrics(params, model_cfg),
+        }
+        new_state = {
+            "step": state["step"] + 1,
+            "params": params,
+            "opt_state": opt_state,
+            "rng": state["rng"],
+        }
+        return new_state, metrics
+
+    return step
+
+
+def _strong_types(tree: Any) -> Any:
+    # Scalars created from Python floats are weakly typed; after one update they are not, and
+    # the changed input types would make the jitted step compile a second and third time.
+    return jax.tree.map(lambda x: x.astype(x.dtype), tree)
+
+
+def create_train_state(
+    model: Any,
+    model_cfg: Any,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    mesh: jax.sharding.Mesh,
+    rules: Any = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Initialises ``{"step", "params", "opt_state", "rng"}`` directly on its shardings
+    (parameters by the ``(regex, PartitionSpec)`` ``rules``, the optimizer state like its
+    parameters, everything else replicated).
+
+    Returns ``(state, shardings)`` with the same structure.
+    """
+    from hac_jax.models import dummy_inputs
+
+    init_rng, state_rng = jax.random.split(rng)
+    images, tokens = dummy_inputs(model_cfg)
+
+    def init_params(r):
+        return _strong_types(model.init(r, images, tokens)["params"])
+
+    abstract = jax.eval_shape(init_params, init_rng)
+    params_sh = sharding.param_shardings(abstract, mesh, rules)
+    params = jax.jit(init_params, out_shardings=params_sh)(init_rng)
+    rep = sharding.replicated(mesh)
+    abstract_opt = jax.eval_shape(tx.init, abstract)
+    opt_sh = optax.tree_map_params(
+        tx,
+        lambda _, s: s,
+        abstract_opt,
+        params_sh,
+        transform_non_params=lambda _: rep,
+        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+    )
+    opt_sh = jax.tree.map(
+        lambda s: s if isinstance(s, jax.sharding.Sharding) else rep,
+        opt_sh,
+        is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, optax.MaskedNode)),
+    )
+    opt_state = jax.jit(lambda p: _strong_types(tx.init(p)), out_shardings=opt_sh)(params)
+    state = {
+        "step": jax.device_put(jnp.asarray(0, jnp.int32), rep),
+        "params": params,
+        "opt_state": opt_state,
+        "rng": jax.device_put(state_rng, rep),
+    }
+    shardings = {"step": rep, "params": params_sh, "opt_state": opt_sh, "rng": rep}
+    return state, shardings
+
+
+def jit_train_step(job: Job, shardings: Any):
+    """The jitted :func:`make_train_step` of ``job``: state on ``shardings`` (donated), batch
+    split on ``data``, metrics replicated."""
+    return jax.jit(
+        make_train_step(job.model, job.model_cfg, job.tx, job.schedule),
+        in_shardings=(shardings, sharding.batch_sharding(job.mesh)),
+        out_shardings=(shardings, sharding.replicated(job.mesh)),
+        donate_argnums=0,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: final parameters, model config, last step, the logged training
+    records of this call, the zero-shot result (if evaluated) and the export directory."""
+
+    params: Any
+    model_cfg: Any
+    step: int
+    history: list[dict[str, Any]]
+    zero_shot: evaluate.ZeroShotResult | None
+    export_dir: str | None
+
+
+def _config_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything :func:`run` needs, built and checked by :func:`prepare` (no parameters yet)."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    data: hdata.HierDataset
+    model_cfg: Any
+    model: Any
+    mesh: jax.sharding.Mesh
+    loader: hdata.Loader
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Job:
+    """Checks the config, opens the data and builds model, mesh, loader and optimizer.
+
+    Cheap (no parameter is initialised): every configuration error surfaces here, as a
+    ``ValueError`` / ``FileNotFoundError`` with a one-line message, before training starts.
+    """
+    validate_config(config)
+    sharding.maybe_initialize_distributed(config.get("distributed", "auto"))
+    workdir = os.path.abspath(os.fspath(workdir))
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f"workdir {workdir!r} is a file")
+    model_cfg = build_model_config(config)
+    data = load_data(config.data)
+    n_dev = config.get("num_devices")
+    if n_dev is not None and not 0 < n_dev <= jax.device_count():
+        raise ValueError(f"num_devices must be in [1, {jax.device_count()}], got {n_dev}")
+    mesh = sharding.make_mesh(
+        [tuple(a) for a in config.mesh], jax.devices()[:n_dev] if n_dev else None
+    )
+    n_data = mesh.shape[sharding.DATA_AXIS]
+    if config.batch_size % n_data:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the data axis ({n_data} devices)"
+        )
+    from hac_jax.models import build_model
+
+    model = build_model(model_cfg)
+    loader = hdata.make_loader(
+        data,
+        config.data.train_split,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        caption_levels=_level_weights(config.data),
+        context_length=model_cfg.text.context_length,
+        image_size=model_cfg.vision.image_size,  # resized only where the data differ
+        worker_count=config.data.get("worker_count", 0),
+    )
+    from hac_jax.models import param_shapes
+
+    abstract = param_shapes(model_cfg)
+    tx, schedule = optim.make_optimizer(config.optim, abstract, config.total_steps)
+    # Check the sharding rules against the real shapes now rather than after data loading.
+    sharding.param_shardings(abstract, mesh, _sharding_rules(config))
+    return Job(config, workdir, data, model_cfg, model, mesh, loader, tx, schedule)
+
+
+def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
+    """Trains (resuming from the newest checkpoint of ``job.workdir``), then exports and
+    evaluates when ``config.total_steps`` is reached.
+
+    Args:
+      job: from :func:`prepare`.
+      stop_after: stop (with a checkpoint) once this step is reached, as if interrupted; the
+        schedule still spans ``config.total_steps``.
+    """
+    config, workdir, mesh = job.config, job.workdir, job.mesh
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(_config_json(config))
+    state, shardings = create_train_state(
+        job.model,
+        job.model_cfg,
+        job.tx,
+        jax.random.PRNGKey(config.seed),
+        mesh,
+        _sharding_rules(config),
+    )
+    data_iter = iter(job.loader)
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=config.ckpt.every, keep=config.ckpt.keep
+    )
+    start = 0
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(None, state)
+        data_iter.set_state(checkpointing.decode_iterator_state(meta["data_iterator"]))
+        start = int(state["step"])
+        logging.info("resumed from step %d", start)
+        if is_main:
+            print(f"[train] resumed from step {start} in {workdir}", flush=True)
+
+    step_fn = jit_train_step(job, shardings)
+    end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
+    bar = progress.Progress(
+        config.total_steps,
+        workdir=workdir,
+        initial_step=start,
+        log_every=config.log_every,
+        images_per_step=config.batch_size,
+        is_main=is_main,
+    )
+    history = []
+    try:
+        for step in range(start, end):
+            batch = next(data_iter)
+            gbatch = sharding.global_batch({k: batch[k] for k in _BATCH_KEYS}, mesh)
+            state, metrics = step_fn(state, gbatch)
+            done = step + 1
+            if bar.should_log(done):
+                record = bar.step(done, jax.device_get(metrics))
+                bad = [k for k, v in record.items() if np.ndim(v) == 0 and not np.isfinite(v)]
+                if bad:
+                    raise FloatingPointError(f"non-finite {bad} at step {done}: {record}")
+                history.append(record)
+            else:
+                bar.step(done)
+            if done == end or done % config.ckpt.every == 0:
+                meta = {
+                    "data_iterator": checkpointing.encode_iterator_state(data_iter.get_state()),
+                    "step": done,
+                }
+                if ckpt.save(done, state, meta, force=done == end):
+                    bar.reset_timer(done)  # throughput counts training steps only
+    finally:
+        bar.close()
+        ckpt.close()
+
+    result = TrainResult(
+        params=state["params"],
+        model_cfg=job.model_cfg,
+        step=max(start, end),
+        history=history,
+        zero_shot=None,
+        export_dir=None,
+    )
+    if end < config.total_steps:
+        return result
+    if is_main:
+        result.export_dir = export_pretrained(state["params"], job.model_cfg, workdir, end)
+    if config.eval.zero_shot:
+        result.zero_shot = zero_shot_report(
+            job.model, state["params"], job.model_cfg, job.data, config, bar
+        )
+    return result
+
+
+def train(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, stop_after: int | None = None
+) -> TrainResult:
+    """Runs (or resumes) the pretraining job of ``config`` in ``workdir``:
+    ``run(prepare(config, workdir), stop_after=stop_after)``.
+
+    ``workdir`` receives ``checkpoints/``, ``metrics.jsonl``, ``config.json`` and
+    ``pretrained/``.
+    """
+    return run(prepare(config, workdir), stop_after=stop_after)
+
+
+def _sharding_rules(config: ml_collections.ConfigDict) -> list[tuple[str, tuple]]:
+    return [(r, tuple(spec)) for r, spec in config.get("sharding_rules", [])]
+
+
+def _level_weights(cfg: ml_collections.ConfigDict) -> dict[str, float] | None:
+    levels = cfg.get("caption_levels")
+    return None if levels is None else dict(levels)
+
+
+def export_pretrained(params: Any, model_cfg: Any, workdir: str, step: int) -> str:
+    """Writes the final parameters + model config to ``<workdir>/pretrained`` with
+    ``hac_jax.models.save_pretrained`` (the converted-checkpoint format that
+    ``load_pretrained`` reads; written atomically)."""
+    from hac_jax.models.pretrained import save_pretrained
+
+    out = os.path.join(workdir, "pretrained")
+    info = {"source": "hac_jax.train", "step": int(step), "workdir": workdir}
+    save_pretrained(out, jax.device_get(params), model_cfg, overwrite=True, info=info)
+    return out
+
+
+def zero_shot_report(
+    model: Any,
+    params: Any,
+    model_cfg: Any,
+    data: hdata.HierDataset,
+    config: ml_collections.ConfigDict,
+    bar: progress.Progress | None = None,
+) -> evaluate.ZeroShotResult:
+    """Zero-shot classification on the test split, printed as a copy-paste line and logged."""
+    loader = hdata.make_loader(
+        data,
+        config.data.test_split,
+        batch_size=config.eval.batch_size,
+        shuffle=False,
+        num_epochs=1,
+        drop_remainder=False,
+        captions=False,
+        image_size=model_cfg.vision.image_size,
+        shard_options=grain.sharding.NoSharding(),  # every host scores the whole split
+    )
+    result = evaluate.zero_shot_classify(
+        model,
+        jax.device_get(params),
+        model_cfg,
+        loader,
+        hdata.class_prompts(data.hierarchy),
+        class_names=list(data.hierarchy.classes),
+        batch_size=config.eval.batch_size,
+    )
+    if jax.process_index() == 0:
+        record = dict(result.metrics)
+        record.update(
+            {
+                f"class/{n}": float(a)
+                for n, a in zip(result.class_names, result.per_class_acc, strict=True)
+            }
+        )
+        if bar is not None:
+            bar.log(record, kind="eval")
+        print(result.line(f"zero-shot {data.name}/{config.data.test_split}"), flush=True)
+    return result
