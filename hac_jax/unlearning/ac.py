@@ -1,0 +1,222 @@
+"""Alignment Calibration (AC) for image-text pairs, on either geometry.
+
+AC (Wang et al., "Alignment Calibration: Machine Unlearning for Contrastive Learning under
+Auditing", arXiv 2406.03603) unlearns a forget set F while training on a retain set R with
+
+    L_AC = [sum_{i in R} l_i + alpha sum_{i in F} l_i] / (|R| + alpha |F|)    # negative calibration
+         + beta * (N_f / N) * mean_{i in F} sim(u_i, v_i)                    # positive calibration
+
+where ``l_i`` is the symmetric InfoNCE of the pair ``(u_i, v_{pi(i)})`` (``pi`` = identity on R and
+a derangement of the forget pairs of the batch), logits ``s * sim`` over the whole batch, ``sim`` =
+dot product on the sphere (CLIP) and ``-d_L`` on the hyperboloid (MERU; the AC-on-MERU ablation),
+``N`` the batch size and ``N_f`` its number of forget pairs (docs/METHOD.md). AC's public code
+averages the positive term over the forget pairs without the ``N_f / N`` factor;
+``pos_reduction="mean"`` selects that form. On MERU ``-d_L`` is unbounded, so this positive term
+can run away; HAC (:mod:`hac_jax.unlearning.hac`) bounds it with a margin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+from hac_jax.geometry import Geometry
+from hac_jax.unlearning import common
+from hac_jax.unlearning.registry import register
+
+__all__ = [
+    "POS_REDUCTIONS",
+    "DERANGEMENTS",
+    "ac_loss",
+    "ac_loss_from_embeddings",
+    "derangement_from_cfg",
+    "model_outputs",
+    "negative_calibration",
+    "positive_calibration",
+    "validate_derangement",
+]
+
+POS_REDUCTIONS = ("fraction", "mean")
+
+
+def negative_calibration(
+    u: ArrayLike,
+    v: ArrayLike,
+    is_forget: ArrayLike,
+    scale: ArrayLike,
+    curv: ArrayLike,
+    geometry: Geometry,
+    alpha: float,
+    perm: ArrayLike,
+    valid: ArrayLike | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """AC's weighted InfoNCE with deranged positives on the forget pairs.
+
+    Args:
+      u, v: ``(B, D)`` image and text embeddings.
+      is_forget: ``(B,)`` bool.
+      scale: the logit scale ``s`` (already exponentiated and clamped).
+      curv: curvature (ignored on the sphere).
+      geometry: ``LORENTZ`` or ``SPHERE``.
+      alpha: weight of the forget pairs (AC's gamma).
+      perm: ``(B,)`` int targets from :func:`common.forget_derangement`.
+      valid: ``(B,)`` bool, forget pairs that got a wrong partner (default: all forget pairs).
+        Forget pairs outside it (a lone forget pair in a batch) are left out of the loss.
+
+    Returns:
+      ``(loss, metrics)`` with ``ctr`` (the loss), ``ctr_retain`` / ``ctr_forget`` (unweighted
+      means of ``l_i`` over each part).
+    """
+    is_forget = jnp.asarray(is_forget, bool)
+    valid = is_forget if valid is None else jnp.asarray(valid, bool)
+    logits = scale * geometry.pairwise_sim(u, v, curv)
+    retain = ~is_forget
+    weights = jnp.where(retain, 1.0, jnp.where(valid, alpha, 0.0)).astype(logits.dtype)
+    loss, per_sample = common.weighted_symmetric_infonce(logits, perm, weights)
+    return loss, {
+        "ctr": loss,
+        "ctr_retain": common.masked_mean(per_sample, retain),
+        "ctr_forget": common.masked_mean(per_sample, valid),
+    }
+
+
+def positive_calibration(
+    u: ArrayLike,
+    v: ArrayLike,
+    is_forget: ArrayLike,
+    curv: ArrayLike,
+    geometry: Geometry,
+    reduction: str = "fraction",
+) -> Array:
+    """AC's positive-calibration term (before its weight beta): ``(B, D), (B, D), (B,) -> ()``.
+
+    ``"fraction"``: ``(N_f / N) * mean_F sim(u_i, v_i) = sum_F sim(u_i, v_i) / N`` (METHOD.md);
+    ``"mean"``: ``mean_F sim(u_i, v_i)`` (AC's code). 0 when the batch has no forget pair.
+    """
+    if reduction not in POS_REDUCTIONS:
+        raise ValueError(f"pos_reduction must be one of {POS_REDUCTIONS}, got {reduction!r}")
+    matched = geometry.sim(u, v, curv)
+    if reduction == "mean":
+        return common.masked_mean(matched, is_forget)
+    return common.masked_sum(matched, is_forget) / matched.shape[0]
+
+
+def ac_loss_from_embeddings(
+    u: ArrayLike,
+    v: ArrayLike,
+    is_forget: ArrayLike,
+    scale: ArrayLike,
+    curv: ArrayLike,
+    geometry: Geometry,
+    alpha: float,
+    beta: float,
+    perm: ArrayLike,
+    *,
+    valid: ArrayLike | None = None,
+    pos_reduction: str = "fraction",
+) -> tuple[Array, dict[str, Array]]:
+    """``L_AC`` on embeddings (module docstring). Shapes: ``(B, D), (B, D), (B,) bool -> ()``.
+
+    Returns ``(loss, metrics)``; metrics hold ``loss``, ``ctr``, ``ctr_retain``, ``ctr_forget``,
+    ``pos_calib`` (the unweighted positive term) and ``num_forget``. With no forget pair in the
+    batch the loss is the plain symmetric contrastive loss of the model.
+    """
+    loss, metrics = negative_calibration(u, v, is_forget, scale, curv, geometry, alpha, perm, valid)
+    pos = positive_calibration(u, v, is_forget, curv, geometry, pos_reduction)
+    loss = common.add_term(loss, beta, pos)
+    metrics.update(
+        loss=loss,
+        pos_calib=pos,
+        num_forget=jnp.sum(jnp.asarray(is_forget, jnp.int32)),
+    )
+    return loss, metrics
+
+
+def derangement_from_cfg(is_forget: Array, rng: Array | None, cfg: Any) -> tuple[Array, Array]:
+    """``pi`` as the method config asks: ``cfg.derangement`` = ``"random"`` (uses ``rng``) or
+    ``"shift"`` (uses ``cfg.index_shift``)."""
+    mode = cfg.derangement
+    if mode == "random":
+        if rng is None:
+            raise ValueError("derangement='random' needs an rng key; pass one or use 'shift'")
+        return common.forget_derangement(is_forget, rng=rng)
+    if mode == "shift":
+        return common.forget_derangement(is_forget, shift=int(cfg.index_shift))
+    raise ValueError(f"derangement must be 'random' or 'shift', got {mode!r}")
+
+
+def model_outputs(model: Any, params: Any, batch: Any) -> dict[str, Array]:
+    """``model.apply`` on a batch's images and tokens.
+
+    Returns ``{"image", "text", "logit_scale", "curv"}`` (the model's output dict).
+    """
+    return model.apply({"params": params}, batch["image"], batch["tokens"])
+
+
+DERANGEMENTS = ("random", "shift")
+
+
+def validate_derangement(cfg: Any) -> None:
+    """Checks ``cfg.derangement`` / ``cfg.index_shift`` (shared by AC and HAC)."""
+    if cfg.derangement not in DERANGEMENTS:
+        raise ValueError(f"derangement must be one of {DERANGEMENTS}, got {cfg.derangement!r}")
+    if cfg.derangement == "shift" and int(cfg.index_shift) < 1:
+        raise ValueError(f"index_shift must be >= 1, got {cfg.index_shift!r}")
+
+
+def _validate(cfg: Any) -> None:
+    validate_derangement(cfg)
+    if cfg.pos_reduction not in POS_REDUCTIONS:
+        raise ValueError(
+            f"pos_reduction must be one of {POS_REDUCTIONS}, got {cfg.pos_reduction!r}"
+        )
+
+
+@register(
+    "ac",
+    defaults=dict(
+        alpha=1.0,
+        beta=1.0,
+        derangement="random",
+        index_shift=1,
+        pos_reduction="fraction",
+    ),
+    needs_forget=True,
+    validate=_validate,
+    description="Alignment Calibration (negative + positive calibration), either geometry",
+)
+def ac_loss(
+    params: Any,
+    frozen_params: Any,
+    batch: Any,
+    rng: Array | None,
+    *,
+    model: Any,
+    cfg: Any,
+    geometry: Geometry,
+    step: Any = 0,
+) -> tuple[Array, dict[str, Array]]:
+    """AC on a model: the registry signature (see :mod:`hac_jax.unlearning.registry`)."""
+    del frozen_params, step
+    out = model_outputs(model, params, batch)
+    is_forget = jnp.asarray(batch["is_forget"], bool)
+    perm, valid = derangement_from_cfg(is_forget, rng, cfg)
+    loss, metrics = ac_loss_from_embeddings(
+        out["image"],
+        out["text"],
+        is_forget,
+        out["logit_scale"],
+        out["curv"],
+        geometry,
+        cfg.alpha,
+        cfg.beta,
+        perm,
+        valid=valid,
+        pos_reduction=cfg.pos_reduction,
+    )
+    metrics["logit_scale"] = out["logit_scale"]
+    metrics["curv"] = out["curv"]
+    return loss, metrics

@@ -1,0 +1,217 @@
+"""Pieces shared by the unlearning losses: masked means, forget-subset derangements, the weighted
+symmetric InfoNCE of Alignment Calibration, and model losses restricted to a subset of the batch.
+
+Batches mix retain and forget pairs. Shapes stay static under ``jit`` while the number of forget
+pairs varies from batch to batch, so every reduction over a subset is a *masked* mean that is 0
+(with zero gradient) when the subset is empty, and the derangement of the forget pairs is built
+with a sort on the mask instead of boolean indexing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+from hac_jax import lorentz
+from hac_jax.geometry import Geometry
+
+__all__ = [
+    "add_term",
+    "forget_derangement",
+    "masked_mean",
+    "masked_sum",
+    "safe_norm",
+    "subset_contrastive_loss",
+    "subset_entailment_loss",
+    "subset_model_loss",
+    "weighted_symmetric_infonce",
+]
+
+
+def masked_sum(x: ArrayLike, mask: ArrayLike) -> Array:
+    """Sum of ``x`` over ``mask``: ``(B,), (B,) bool -> ()``. Entries outside the mask get a zero
+    cotangent, and their values never reach the result (``where``, not a product, so a NaN or inf
+    there cannot leak into the value)."""
+    x = jnp.asarray(x)
+    return jnp.sum(jnp.where(mask, x, jnp.zeros_like(x)))
+
+
+def masked_mean(x: ArrayLike, mask: ArrayLike) -> Array:
+    """Mean of ``x`` over ``mask``: ``(B,), (B,) bool -> ()``; 0 (zero gradient) if the mask is
+    empty."""
+    count = jnp.sum(jnp.asarray(mask, jnp.int32))
+    return masked_sum(x, mask) / jnp.maximum(count, 1).astype(jnp.result_type(x, 1.0))
+
+
+def safe_norm(x: ArrayLike) -> Array:
+    """Euclidean norm over the last axis, ``(..., D) -> (...)``, with gradient 0 at the zero vector
+    (double ``where``: ``sqrt``'s derivative is infinite at 0)."""
+    x = jnp.asarray(x)
+    sq = jnp.sum(x * x, axis=-1)
+    pos = sq > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
+
+def add_term(total: Array, weight: Any, term: Array) -> Array:
+    """``total + weight * term``, leaving ``total`` untouched when ``weight`` is a Python zero.
+
+    Skipping (instead of multiplying by 0) keeps a switched-off term out of the gradient entirely,
+    so an ablation cannot be contaminated by a non-finite gradient of the unused term.
+    """
+    if isinstance(weight, (int, float)) and weight == 0:
+        return total
+    return total + weight * term
+
+
+def forget_derangement(
+    is_forget: ArrayLike,
+    *,
+    shift: int | None = None,
+    rng: Array | None = None,
+) -> tuple[Array, Array]:
+    """A derangement ``pi`` of the forget positions of a batch; retain positions map to themselves.
+
+    Shapes: ``(B,) bool -> (B,) int32, (B,) bool``. Works under ``jit`` with a traced mask.
+
+    The forget positions are put in an order ``f_0, ..., f_{n-1}`` by a stable sort on the mask
+    (batch order for ``shift``, a uniformly random order when ``rng`` is given), and
+    ``pi(f_j) = f_{(j + s) mod n}``:
+
+    * ``shift=k`` (AC's ``--index-shift``, Wang et al., arXiv 2406.03603): ``s = k mod n``, and
+      ``s = 1`` when ``n`` divides ``k`` (the plain shift would be the identity). Deterministic.
+    * ``rng`` (random each step): ``s = 1`` on a random order, i.e. a uniformly random ``n``-cycle.
+
+    Exactly one of ``shift`` and ``rng`` must be given. A derangement needs ``n >= 2``: with a
+    single forget pair ``pi`` is the identity and the returned ``valid`` mask is False there, so
+    callers can leave that pair out instead of reinforcing it. ``valid`` is True on forget positions
+    that got a wrong partner (all of them when ``n >= 2``) and False elsewhere.
+    """
+    if (shift is None) == (rng is None):
+        raise ValueError("forget_derangement needs exactly one of shift=k (an int >= 1) or rng=key")
+    if shift is not None and (not isinstance(shift, int) or isinstance(shift, bool) or shift < 1):
+        raise ValueError(f"shift must be an int >= 1 (AC's index shift), got {shift!r}")
+    is_forget = jnp.asarray(is_forget, bool)
+    if is_forget.ndim != 1:
+        raise ValueError(f"is_forget must be a (B,) mask, got shape {is_forget.shape}")
+    size = is_forget.shape[0]
+    idx = jnp.arange(size, dtype=jnp.int32)
+    if rng is not None:
+        priority = jax.random.permutation(rng, size).astype(jnp.int32)
+    else:
+        priority = idx
+    # Forget positions first (ordered by priority), retain positions after them.
+    order = jnp.argsort(jnp.where(is_forget, priority, size + idx), stable=True).astype(jnp.int32)
+    rank = jnp.zeros(size, jnp.int32).at[order].set(idx)  # position of each index in `order`
+    n = jnp.sum(is_forget.astype(jnp.int32))
+    n_safe = jnp.maximum(n, 1)
+    if shift is not None:
+        s = jnp.asarray(shift, jnp.int32) % n_safe
+        s = jnp.where(s == 0, 1, s)
+    else:
+        s = jnp.asarray(1, jnp.int32)
+    valid = is_forget & (n >= 2)
+    target = order[(rank + s) % n_safe]
+    return jnp.where(valid, target, idx), valid
+
+
+def weighted_symmetric_infonce(
+    logits: ArrayLike, targets: ArrayLike, weights: ArrayLike
+) -> tuple[Array, Array]:
+    """Symmetric InfoNCE with a per-sample positive and weight (AC's weighted form).
+
+    Args:
+      logits: ``(B, B)`` scaled similarities, ``logits[i, j] = s * sim(image_i, text_j)``.
+      targets: ``(B,)`` int, a permutation: the positive pair of sample ``i`` is
+        ``(image_i, text_{targets[i]})`` (``targets[i] = i`` for an ordinary pair).
+      weights: ``(B,)`` non-negative per-sample weights.
+
+    Returns:
+      ``(loss, per_sample)``: ``per_sample[i] = (CE_row + CE_col) / 2`` for entry
+      ``(i, targets[i])`` (image->text softmax over row ``i``, text->image softmax over column
+      ``targets[i]``), and ``loss = sum(w * per_sample) / sum(w)`` (0 when all weights are 0).
+      With ``targets = arange(B)`` and equal weights this is the CLIP/MERU contrastive loss. Both
+      directions use the same positive pairs, as AC's code does for its two views.
+    """
+    logits = jnp.asarray(logits)
+    if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
+        raise ValueError(f"logits must be a square (B, B) matrix, got shape {logits.shape}")
+    targets = jnp.asarray(targets, jnp.int32)
+    weights = jnp.asarray(weights, logits.dtype)
+    size = logits.shape[0]
+    if targets.shape != (size,) or weights.shape != (size,):
+        raise ValueError(
+            f"targets and weights must be ({size},), got {targets.shape} and {weights.shape}"
+        )
+    rows = jnp.arange(size)
+    logp_i2t = jax.nn.log_softmax(logits, axis=1)[rows, targets]
+    logp_t2i = jax.nn.log_softmax(logits, axis=0)[rows, targets]
+    per_sample = -0.5 * (logp_i2t + logp_t2i)
+    total_w = jnp.sum(weights)
+    loss = jnp.sum(weights * per_sample) / jnp.where(total_w > 0, total_w, 1.0)
+    return loss, per_sample
+
+
+def subset_contrastive_loss(logits: ArrayLike, mask: ArrayLike) -> Array:
+    """The symmetric contrastive loss of the sub-batch ``mask`` selects: ``(B, B), (B,) -> ()``.
+
+    Equal to the plain loss on the selected rows/columns alone (the other pairs are neither
+    positives nor negatives), with shapes kept static. 0 for an empty subset.
+    """
+    logits = jnp.asarray(logits)
+    mask = jnp.asarray(mask, bool)
+    pair = mask[:, None] & mask[None, :]
+    # A very negative finite value (not -inf) keeps fully masked rows finite.
+    neg = jnp.asarray(jnp.finfo(logits.dtype).min / 4, logits.dtype)
+    masked = jnp.where(pair, logits, neg)
+    diag = jnp.diagonal(masked)
+    ce_i2t = jax.nn.logsumexp(masked, axis=1) - diag
+    ce_t2i = jax.nn.logsumexp(masked, axis=0) - diag
+    return masked_mean(0.5 * (ce_i2t + ce_t2i), mask)
+
+
+def subset_entailment_loss(
+    image: ArrayLike, text: ArrayLike, curv: ArrayLike, mask: ArrayLike
+) -> Array:
+    """MERU's entailment loss on a subset: ``mean_mask max(0, ext(t_i, x_i) - aper(t_i))``.
+
+    Shapes: ``(B, D), (B, D), (), (B,) -> ()`` (hyperboloid space components). MERU: Desai et al.,
+    ICML 2023; ``ext`` = :func:`hac_jax.lorentz.oxy_angle`, ``aper`` = ``half_aperture``.
+    """
+    angle = lorentz.oxy_angle(text, image, curv)
+    aperture = lorentz.half_aperture(text, curv)
+    return masked_mean(jax.nn.relu(angle - aperture), mask)
+
+
+def subset_model_loss(
+    image: ArrayLike,
+    text: ArrayLike,
+    scale: ArrayLike,
+    curv: ArrayLike,
+    geometry: Geometry,
+    mask: ArrayLike,
+    *,
+    entail_weight: float = 0.0,
+) -> tuple[Array, dict[str, Array]]:
+    """The model's own training loss on the sub-batch ``mask`` selects.
+
+    CLIP (``SPHERE``): the contrastive loss with logits ``s * u @ v.T``. MERU (``LORENTZ``): the
+    contrastive loss with logits ``-s * d_L`` plus ``entail_weight`` times the entailment loss
+    (``entail_weight`` is ignored on the sphere, where cones are not defined). With an all-True
+    mask this equals :func:`hac_jax.losses.clip_loss` / ``meru_loss``.
+
+    Shapes: ``(B, D), (B, D), (), (), Geometry, (B,) bool -> (loss, metrics)``.
+    """
+    logits = scale * geometry.pairwise_sim(image, text, curv)
+    contrastive = subset_contrastive_loss(logits, mask)
+    metrics = {"contrastive_loss": contrastive}
+    loss = contrastive
+    if geometry.name == "lorentz":
+        entail = subset_entailment_loss(image, text, curv, mask)
+        metrics["entailment_loss"] = entail
+        loss = add_term(loss, entail_weight, entail)
+    metrics["loss"] = loss
+    return loss, metrics

@@ -1,0 +1,362 @@
+"""Hyperbolic Alignment Calibration (HAC) on MERU.
+
+HAC (Pujol Vidal et al., CVPRW 2025, arXiv 2503.15166) adapts AC to MERU and names two hyperbolic
+components, entailment calibration and norm regularization; its equations are not public. The loss
+below is this project's definition (docs/METHOD.md), every term switchable by its weight:
+
+    L_HAC = L_ctr^H(R u F; targets i->i on R, i->pi(i) on F; weights 1 on R, alpha on F;
+                    logits -s d_L)
+          + lambda_ent0   * mean_R max(0, ext(v_i, u_i) - aper(v_i))          # MERU's, on R
+          + beta          * mean_F max(0, m_d - d_L(u_i, v_i))                 # bounded pos. calib.
+          + lambda_ec     * mean_F max(0, aper(v_i) + delta - ext(v_i, u_i))   # entailment calib.
+          + lambda_parent * parent-cone term (policy keep / push / ignore, below)
+          + lambda_n      * mean_R [(|u_i| - |u_i^0|)^2 + (|v_i| - |v_i^0|)^2]  # norm reg.
+          + lambda_nf     * mean_F (d_L(O, v_i) - r_f)^2                        # forget-norm target
+
+``u, v`` are image and text embeddings (hyperboloid space components), ``u^0, v^0`` those of the
+frozen original model, ``ext`` MERU's exterior angle (:func:`hac_jax.lorentz.oxy_angle`) and
+``aper`` the half-aperture of the entailment cone. The parent-cone term uses the text embedding
+``w_i`` of the parent concept of each forget pair (e.g. "footwear" for "sneaker"):
+
+* ``keep``: ``mean_F max(0, ext(w_i, u_i) - aper(w_i))`` (MERU's entailment loss of the forget
+  image w.r.t. its parent: it stays inside the parent's cone);
+* ``push``: ``mean_F max(0, aper(w_i) + delta - ext(w_i, u_i))`` (it leaves the parent's cone too);
+* ``ignore``: no term (and no parent embeddings needed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+from hac_jax import lorentz
+from hac_jax.geometry import LORENTZ, Geometry
+from hac_jax.unlearning import common
+from hac_jax.unlearning.ac import (
+    derangement_from_cfg,
+    model_outputs,
+    negative_calibration,
+    validate_derangement,
+)
+from hac_jax.unlearning.registry import register
+
+__all__ = [
+    "PARENT_POLICIES",
+    "bounded_positive_calibration",
+    "caption_cone",
+    "entailment_calibration",
+    "forget_norm_loss",
+    "hac_loss",
+    "hac_loss_from_embeddings",
+    "norm_regularization",
+    "parent_cone_loss",
+    "retain_entailment_loss",
+]
+
+PARENT_POLICIES = ("keep", "push", "ignore")
+
+
+def caption_cone(u: ArrayLike, v: ArrayLike, curv: ArrayLike) -> tuple[Array, Array]:
+    """``(ext(v_i, u_i), aper(v_i))``: each image's exterior angle seen from its caption, and the
+    caption cone's half-aperture. Shapes: ``(B, D), (B, D), () -> (B,), (B,)``."""
+    return lorentz.oxy_angle(v, u, curv), lorentz.half_aperture(v, curv)
+
+
+def retain_entailment_loss(
+    u: ArrayLike,
+    v: ArrayLike,
+    is_forget: ArrayLike,
+    curv: ArrayLike,
+    *,
+    cone: tuple[Array, Array] | None = None,
+) -> Array:
+    """MERU's entailment loss on the retain pairs: ``mean_R max(0, ext(v_i, u_i) - aper(v_i))``.
+
+    Shapes: ``(B, D), (B, D), (B,) bool, () -> ()``. ``cone``: :func:`caption_cone` of ``(u, v)``
+    when already computed (shared with :func:`entailment_calibration`).
+    """
+    angle, aperture = caption_cone(u, v, curv) if cone is None else cone
+    return common.masked_mean(jax.nn.relu(angle - aperture), ~jnp.asarray(is_forget, bool))
+
+
+def bounded_positive_calibration(
+    u: ArrayLike, v: ArrayLike, is_forget: ArrayLike, curv: ArrayLike, margin: float
+) -> Array:
+    """``mean_F max(0, m_d - d_L(u_i, v_i))``: pushes matched forget pairs apart up to distance
+    ``m_d`` (hyperbolic distance is unbounded, so without the margin the term runs away).
+
+    Shapes: ``(B, D), (B, D), (B,) bool, () -> ()``.
+    """
+    d = lorentz.dist(u, v, curv)
+    return common.masked_mean(jax.nn.relu(margin - d), is_forget)
+
+
+def entailment_calibration(
+    u: ArrayLike,
+    v: ArrayLike,
+    is_forget: ArrayLike,
+    curv: ArrayLike,
+    delta: float,
+    *,
+    cone: tuple[Array, Array] | None = None,
+) -> Array:
+    """``mean_F max(0, aper(v_i) + delta - ext(v_i, u_i))``: the forget image leaves its caption's
+    entailment cone by an angular margin ``delta >= 0`` (MERU's entailment loss turned around).
+
+    Shapes: ``(B, D), (B, D), (B,) bool, () -> ()``. ``cone``: as in
+    :func:`retain_entailment_loss`.
+    """
+    angle, aperture = caption_cone(u, v, curv) if cone is None else cone
+    return common.masked_mean(jax.nn.relu(aperture + delta - angle), is_forget)
+
+
+def parent_cone_loss(
+    u: ArrayLike,
+    parent_text: ArrayLike,
+    is_forget: ArrayLike,
+    curv: ArrayLike,
+    policy: str,
+    delta: float,
+) -> Array:
+    """The parent-cone term of the forget images (module docstring); 0 for ``"ignore"``.
+
+    Shapes: ``(B, D) images, (B, D) parent-concept text embeddings, (B,) bool, () -> ()``.
+    """
+    if policy not in PARENT_POLICIES:
+        raise ValueError(f"parent_policy must be one of {PARENT_POLICIES}, got {policy!r}")
+    if policy == "ignore":
+        return jnp.zeros((), jnp.result_type(u, 1.0))
+    angle = lorentz.oxy_angle(parent_text, u, curv)
+    aperture = lorentz.half_aperture(parent_text, curv)
+    if policy == "keep":
+        violation = jax.nn.relu(angle - aperture)
+    else:
+        violation = jax.nn.relu(aperture + delta - angle)
+    return common.masked_mean(violation, is_forget)
+
+
+def norm_regularization(
+    u: ArrayLike,
+    v: ArrayLike,
+    u0: ArrayLike,
+    v0: ArrayLike,
+    is_forget: ArrayLike,
+) -> Array:
+    """``mean_R [(|u_i| - |u_i^0|)^2 + (|v_i| - |v_i^0|)^2]`` with ``u^0, v^0`` from the frozen
+    original model (treated as constants). The norm of space components is monotone in the
+    distance to the origin, so this keeps the retained hierarchy's levels in place.
+
+    Shapes: ``(B, D) x 4, (B,) bool -> ()``.
+    """
+    n_u0 = jax.lax.stop_gradient(common.safe_norm(u0))
+    n_v0 = jax.lax.stop_gradient(common.safe_norm(v0))
+    sq = (common.safe_norm(u) - n_u0) ** 2 + (common.safe_norm(v) - n_v0) ** 2
+    return common.masked_mean(sq, ~jnp.asarray(is_forget, bool))
+
+
+def forget_norm_loss(
+    v: ArrayLike, is_forget: ArrayLike, curv: ArrayLike, target_radius: float
+) -> Array:
+    """``mean_F (d_L(O, v_i) - r_f)^2``: moves forget texts to distance ``r_f`` from the origin.
+
+    Shapes: ``(B, D), (B,) bool, () -> ()``.
+    """
+    r = lorentz.dist_to_origin(v, curv)
+    return common.masked_mean((r - target_radius) ** 2, is_forget)
+
+
+def hac_loss_from_embeddings(
+    u: ArrayLike,
+    v: ArrayLike,
+    is_forget: ArrayLike,
+    scale: ArrayLike,
+    curv: ArrayLike,
+    *,
+    perm: ArrayLike,
+    valid: ArrayLike | None = None,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    margin_d: float = 1.0,
+    lambda_ent0: float = 0.2,
+    lambda_ec: float = 1.0,
+    delta: float = 0.0,
+    parent_policy: str = "ignore",
+    lambda_parent: float = 1.0,
+    parent_text: ArrayLike | None = None,
+    lambda_n: float = 1.0,
+    u0: ArrayLike | None = None,
+    v0: ArrayLike | None = None,
+    lambda_nf: float = 0.0,
+    r_f: float = 0.0,
+) -> tuple[Array, dict[str, Array]]:
+    """``L_HAC`` on MERU embeddings (module docstring).
+
+    Args:
+      u, v: ``(B, D)`` image / text embeddings (hyperboloid space components).
+      is_forget: ``(B,)`` bool.
+      scale, curv: logit scale ``s`` and curvature ``c`` (exponentiated, clamped).
+      perm, valid: the forget derangement (:func:`common.forget_derangement`).
+      alpha, beta, margin_d, lambda_ent0, lambda_ec, delta, lambda_parent, lambda_n, lambda_nf,
+        r_f: the weights and margins of the terms, Python numbers (static under ``jit``); a
+        weight of 0 removes its term from the loss.
+      parent_policy: ``"keep"``, ``"push"`` or ``"ignore"``.
+      parent_text: ``(B, D)`` parent-concept text embeddings (needed unless the policy is
+        ``"ignore"`` or ``lambda_parent == 0``).
+      u0, v0: ``(B, D)`` embeddings of the frozen original model (needed when ``lambda_n != 0``).
+
+    Returns:
+      ``(loss, metrics)``: ``loss`` and the unweighted value of every computed term (``ctr``,
+      ``ctr_retain``, ``ctr_forget``, ``entail_retain``, ``pos_calib``, ``entail_calib``,
+      ``parent_cone``, ``norm_reg``, ``forget_norm``) plus ``num_forget``.
+    """
+    if parent_policy not in PARENT_POLICIES:
+        raise ValueError(f"parent_policy must be one of {PARENT_POLICIES}, got {parent_policy!r}")
+    if margin_d < 0 or delta < 0:
+        raise ValueError(f"margin_d and delta must be >= 0, got {margin_d} and {delta}")
+    use_parent = parent_policy != "ignore" and lambda_parent != 0
+    if use_parent and parent_text is None:
+        raise ValueError(
+            f"parent_policy={parent_policy!r} needs parent_text (parent-concept text embeddings); "
+            "pass them or set parent_policy='ignore'"
+        )
+    if lambda_n != 0 and (u0 is None or v0 is None):
+        raise ValueError(
+            "lambda_n != 0 needs u0 and v0 (embeddings of the frozen original model); "
+            "pass them or set lambda_n=0"
+        )
+    is_forget = jnp.asarray(is_forget, bool)
+    loss, metrics = negative_calibration(u, v, is_forget, scale, curv, LORENTZ, alpha, perm, valid)
+    cone = caption_cone(u, v, curv)  # one exterior-angle computation for both cone terms
+    terms = {
+        "entail_retain": (lambda_ent0, retain_entailment_loss(u, v, is_forget, curv, cone=cone)),
+        "pos_calib": (beta, bounded_positive_calibration(u, v, is_forget, curv, margin_d)),
+        "entail_calib": (
+            lambda_ec,
+            entailment_calibration(u, v, is_forget, curv, delta, cone=cone),
+        ),
+        "forget_norm": (lambda_nf, forget_norm_loss(v, is_forget, curv, r_f)),
+    }
+    if parent_text is not None and parent_policy != "ignore":
+        terms["parent_cone"] = (
+            lambda_parent if use_parent else 0.0,
+            parent_cone_loss(u, parent_text, is_forget, curv, parent_policy, delta),
+        )
+    if u0 is not None and v0 is not None:
+        terms["norm_reg"] = (lambda_n, norm_regularization(u, v, u0, v0, is_forget))
+    for name, (weight, value) in terms.items():
+        loss = common.add_term(loss, weight, value)
+        metrics[name] = value
+    metrics["loss"] = loss
+    metrics["num_forget"] = jnp.sum(is_forget.astype(jnp.int32))
+    return loss, metrics
+
+
+def _validate(cfg: Any) -> None:
+    validate_derangement(cfg)
+    if cfg.parent_policy not in PARENT_POLICIES:
+        raise ValueError(
+            f"parent_policy must be one of {PARENT_POLICIES}, got {cfg.parent_policy!r}"
+        )
+    if cfg.margin_d < 0 or cfg.delta < 0:
+        raise ValueError(f"margin_d and delta must be >= 0, got {cfg.margin_d} and {cfg.delta}")
+
+
+@register(
+    "hac",
+    defaults=dict(
+        alpha=1.0,
+        beta=1.0,
+        margin_d=1.0,
+        lambda_ent0=0.2,
+        lambda_ec=1.0,
+        delta=0.0,
+        parent_policy="keep",
+        lambda_parent=1.0,
+        parent_stop_gradient=True,
+        lambda_n=1.0,
+        lambda_nf=0.0,
+        r_f=0.0,
+        derangement="random",
+        index_shift=1,
+    ),
+    needs_frozen_model=True,
+    needs_forget=True,
+    geometries=("lorentz",),
+    validate=_validate,
+    description="Hyperbolic AC: AC on -d_L + entailment calibration + norm regularization (MERU)",
+)
+def hac_loss(
+    params: Any,
+    frozen_params: Any,
+    batch: Any,
+    rng: Array | None,
+    *,
+    model: Any,
+    cfg: Any,
+    geometry: Geometry,
+    step: Any = 0,
+) -> tuple[Array, dict[str, Array]]:
+    """HAC on a MERU model: the registry signature (see :mod:`hac_jax.unlearning.registry`).
+
+    ``batch["parent_tokens"]`` (``(B, L)`` int32) is needed for the ``keep``/``push`` policies
+    (their embeddings get no gradient when ``cfg.parent_stop_gradient``); ``frozen_params`` (the
+    original model) when ``lambda_n != 0``.
+    """
+    del step
+    if geometry.name != "lorentz":
+        raise ValueError(f"HAC needs a MERU (lorentz) model, got geometry {geometry.name!r}")
+    use_parent = cfg.parent_policy != "ignore" and cfg.lambda_parent != 0
+    if use_parent and "parent_tokens" not in batch:
+        raise ValueError(
+            f"parent_policy={cfg.parent_policy!r} needs batch['parent_tokens'] (tokens of each "
+            "pair's parent concept); add them or set parent_policy='ignore'"
+        )
+    if cfg.lambda_n != 0 and frozen_params is None:
+        raise ValueError("lambda_n != 0 needs frozen_params (the original model's parameters)")
+    out = model_outputs(model, params, batch)
+    is_forget = jnp.asarray(batch["is_forget"], bool)
+    perm, valid = derangement_from_cfg(is_forget, rng, cfg)
+    parent_text = None
+    if use_parent:
+        parent_text = model.apply(
+            {"params": params}, batch["parent_tokens"], project=True, method="encode_text"
+        )
+        if cfg.parent_stop_gradient:
+            # The parent's cone is the reference the forget image is placed against; moving the
+            # parent text instead would shift the cone of every retained sibling.
+            parent_text = jax.lax.stop_gradient(parent_text)
+    u0 = v0 = None
+    if cfg.lambda_n != 0:
+        frozen = model_outputs(model, frozen_params, batch)
+        u0 = jax.lax.stop_gradient(frozen["image"])
+        v0 = jax.lax.stop_gradient(frozen["text"])
+    loss, metrics = hac_loss_from_embeddings(
+        out["image"],
+        out["text"],
+        is_forget,
+        out["logit_scale"],
+        out["curv"],
+        perm=perm,
+        valid=valid,
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        margin_d=cfg.margin_d,
+        lambda_ent0=cfg.lambda_ent0,
+        lambda_ec=cfg.lambda_ec,
+        delta=cfg.delta,
+        parent_policy=cfg.parent_policy,
+        lambda_parent=cfg.lambda_parent,
+        parent_text=parent_text,
+        lambda_n=cfg.lambda_n,
+        u0=u0,
+        v0=v0,
+        lambda_nf=cfg.lambda_nf,
+        r_f=cfg.r_f,
+    )
+    metrics["logit_scale"] = out["logit_scale"]
+    metrics["curv"] = out["curv"]
+    return loss, metrics

@@ -1,0 +1,228 @@
+"""The registry of unlearning methods: a name -> loss function + config defaults + flags.
+
+Adding a method is one small file in this package (every module of ``hac_jax.unlearning`` is
+imported with the package)::
+
+    from hac_jax.unlearning.registry import register
+
+    @register("my_method", defaults=dict(weight=1.0), needs_forget=True)
+    def my_loss(params, frozen_params, batch, rng, *, model, cfg, geometry, step=0):
+        ...
+        return loss, metrics
+
+The uniform loss signature:
+
+* ``params``: the trainable Flax parameters (the tree under ``"params"``);
+* ``frozen_params``: the original model's parameters (``None`` unless ``needs_frozen_model``);
+* ``batch``: ``{"image": (B,H,W,3) float, "tokens": (B,L) int32, "is_forget": (B,) bool,
+  "label": (B,) int32, ["parent_tokens": (B,L) int32]}``;
+* ``rng``: a PRNG key for this step (or ``None`` when the method draws nothing);
+* ``model``: the linen module (``model.apply({"params": p}, images, tokens)`` returns
+  ``{"image","text","logit_scale","curv"}``), ``cfg``: the method's ``ConfigDict``,
+  ``geometry``: :data:`hac_jax.geometry.LORENTZ` or ``SPHERE``, ``step``: the unlearning step
+  (a traced int is fine);
+* returns ``(loss, metrics)``: a scalar and a flat dict of scalars (``metrics["loss"]`` included).
+
+Flags tell the runner what a method needs: ``needs_frozen_model`` (pass the original parameters),
+``needs_forget`` / ``needs_retain`` (which pairs the batches must contain), ``reinit`` (start from
+a freshly initialised model), ``geometries`` (the geometries it is defined on).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import ml_collections
+
+from hac_jax.geometry import Geometry, get_geometry
+
+__all__ = [
+    "LossFn",
+    "Method",
+    "get_config",
+    "get_method",
+    "list_methods",
+    "register",
+]
+
+
+class LossFn(Protocol):
+    """The uniform loss signature (module docstring)."""
+
+    def __call__(
+        self,
+        params: Any,
+        frozen_params: Any,
+        batch: Mapping[str, Any],
+        rng: Any,
+        *,
+        model: Any,
+        cfg: ml_collections.ConfigDict,
+        geometry: Geometry,
+        step: Any = 0,
+    ) -> tuple[Any, dict[str, Any]]: ...
+
+
+_GEOMETRY_NAMES = ("lorentz", "sphere")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A registered unlearning method (see the module docstring for the fields' meaning)."""
+
+    name: str
+    loss_fn: LossFn
+    defaults: Mapping[str, Any]
+    needs_frozen_model: bool = False
+    needs_forget: bool = True
+    needs_retain: bool = True
+    reinit: bool = False
+    geometries: tuple[str, ...] = _GEOMETRY_NAMES
+    description: str = ""
+    validate: Callable[[ml_collections.ConfigDict], None] | None = None
+
+    def config(self, **overrides: Any) -> ml_collections.ConfigDict:
+        """A fresh, locked ``ConfigDict`` of the defaults with ``overrides`` applied.
+
+        An override naming no default is a ``ValueError`` (a typo must not pass silently).
+        """
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r} has no option(s) {unknown}; known: {sorted(self.defaults)}"
+            )
+        cfg = ml_collections.ConfigDict(copy.deepcopy(dict(self.defaults)))
+        for key, value in overrides.items():
+            cfg[key] = value
+        cfg.lock()
+        self.check_config(cfg)
+        return cfg
+
+    def check_config(self, cfg: ml_collections.ConfigDict) -> None:
+        """Raises ``ValueError`` if ``cfg`` lacks a default's key or fails the method's checks."""
+        missing = sorted(set(self.defaults) - set(cfg.keys()))
+        if missing:
+            raise ValueError(f"config for method {self.name!r} lacks {missing}")
+        if self.validate is not None:
+            self.validate(cfg)
+
+    def bind(
+        self,
+        *,
+        model: Any,
+        geometry: str | Geometry,
+        cfg: ml_collections.ConfigDict | None = None,
+    ) -> Callable[..., tuple[Any, dict[str, Any]]]:
+        """``loss(params, frozen_params, batch, rng, step=0) -> (loss, metrics)`` with the static
+        arguments fixed; checks the config and the geometry first. Ready for ``jax.value_and_grad
+        (..., has_aux=True)`` and ``jit``."""
+        geometry = get_geometry(geometry)
+        if geometry.name not in self.geometries:
+            raise ValueError(
+                f"method {self.name!r} is defined for geometries {list(self.geometries)}, "
+                f"not {geometry.name!r}"
+            )
+        cfg = self.config() if cfg is None else cfg
+        self.check_config(cfg)
+
+        def loss(params, frozen_params, batch, rng, step=0):
+            return self.loss_fn(
+                params,
+                frozen_params,
+                batch,
+                rng,
+                model=model,
+                cfg=cfg,
+                geometry=geometry,
+                step=step,
+            )
+
+        # Name and doc only: no __wrapped__, so signature-based tools (jit's static_argnames)
+        # see this function's own parameters.
+        loss.__name__ = loss.__qualname__ = f"{self.name}_loss"
+        loss.__doc__ = self.loss_fn.__doc__
+        return loss
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(
+    name: str,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    needs_frozen_model: bool = False,
+    needs_forget: bool = True,
+    needs_retain: bool = True,
+    reinit: bool = False,
+    geometries: tuple[str, ...] = _GEOMETRY_NAMES,
+    description: str = "",
+    validate: Callable[[ml_collections.ConfigDict], None] | None = None,
+    replace: bool = False,
+) -> Callable[[LossFn], LossFn]:
+    """Decorator registering a loss function under ``name`` (returns the function unchanged).
+
+    A name already taken is a ``ValueError`` unless ``replace=True``.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(f"method names are lower-case identifiers, got {name!r}")
+    bad = sorted(set(geometries) - set(_GEOMETRY_NAMES))
+    if bad or not geometries:
+        raise ValueError(
+            f"geometries must be a non-empty subset of {_GEOMETRY_NAMES}, got {geometries}"
+        )
+    if not needs_forget and not needs_retain:
+        raise ValueError(f"method {name!r} must use the forget or the retain pairs (or both)")
+
+    def decorator(fn: LossFn) -> LossFn:
+        if name in _REGISTRY and not replace:
+            raise ValueError(
+                f"an unlearning method named {name!r} is already registered "
+                f"({_REGISTRY[name].loss_fn.__module__}); pass replace=True to override it"
+            )
+        method = Method(
+            name=name,
+            loss_fn=fn,
+            defaults=MappingProxyType(copy.deepcopy(dict(defaults or {}))),
+            needs_frozen_model=needs_frozen_model,
+            needs_forget=needs_forget,
+            needs_retain=needs_retain,
+            reinit=reinit,
+            geometries=tuple(geometries),
+            description=description,
+            validate=validate,
+        )
+        # Check the defaults themselves before anything can use them.
+        method.config()
+        _REGISTRY[name] = method
+        return fn
+
+    return decorator
+
+
+def list_methods() -> tuple[str, ...]:
+    """Names of the registered methods, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get_method(name: str) -> Method:
+    """The method registered as ``name``; an unknown name raises ``ValueError`` listing the known
+    ones (and close matches)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    known = list_methods()
+    close = difflib.get_close_matches(str(name), known, n=3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise ValueError(f"unknown unlearning method {name!r}.{hint} Known methods: {list(known)}")
+
+
+def get_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """``get_method(name).config(**overrides)``."""
+    return get_method(name).config(**overrides)
