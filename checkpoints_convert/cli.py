@@ -3,8 +3,9 @@ checkpoint -> a converted directory (orbax params + config.json [+ root.npy]).
 
 The model kind and architecture are read from the state dict's keys and shapes; ``--kind``,
 ``--heads`` and ``--text-heads`` override them (head counts are in no tensor shape: the released
-widths have known counts, other widths need the flags). Every failure is one ``error: ...`` line
-on stderr with exit status 2, and leaves no output directory behind.
+widths have known counts; other widths take them from the flags or from a metadata JSON beside
+the checkpoint: ``hac_jax.models.pretrained.sidecar_heads``). Every failure is one
+``error: ...`` line on stderr with exit status 2, and leaves no output directory behind.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def convert(
     # Refuse an existing output before reading a possibly multi-GB input.
     target = io.check_output_dir(output, overwrite)
     ckpt = io.read_torch_checkpoint(input_path)
-    cfg = convert_config(ckpt.state_dict, kind=kind, heads=heads, text_heads=text_heads)
+    cfg = convert_config(
+        ckpt.state_dict, kind=kind, heads=heads, text_heads=text_heads, source_path=input_path
+    )
     params = convert_state_dict(ckpt.state_dict, cfg)
     facts = scalar_summary(params, cfg)
     info = {

@@ -458,12 +458,13 @@ def test_unknown_architecture(tmp_path, capsys):
 
 
 def test_head_count_needed_for_unreleased_width(fixtures_dir, tmp_path, capsys):
-    # Width 96 has no released head count and is not a multiple of 64.
-    code, out, err = _run(["-i", fixtures_dir / "tiny_meru.pth", "-o", tmp_path / "out"], capsys)
+    # Width 96 has no released head count and is not a multiple of 64. The copy has no metadata
+    # JSON beside it (the fixture folder's tiny_config.json would supply the counts).
+    src = tmp_path / "tiny_meru.pth"
+    shutil.copyfile(fixtures_dir / "tiny_meru.pth", src)
+    code, out, err = _run(["-i", src, "-o", tmp_path / "out"], capsys)
     _assert_one_error_line(code, out, err, "--heads")
-    code, out, err = _run(
-        ["-i", fixtures_dir / "tiny_meru.pth", "-o", tmp_path / "out", "--heads", "5"], capsys
-    )
+    code, out, err = _run(["-i", src, "-o", tmp_path / "out", "--heads", "5"], capsys)
     _assert_one_error_line(code, out, err, "does not divide")
     assert not (tmp_path / "out").exists()
 
@@ -674,3 +675,33 @@ def test_released_layouts_need_no_flags(name, kind, fixtures_dir):
     cfg = convert_config(state)
     assert cfg.kind == kind and arch_name(cfg) == name
     check_shapes({k: v.shape for k, v in state.items()}, cfg)
+
+
+def test_head_counts_from_metadata_json_beside_checkpoint(fixtures_dir, tmp_path, capsys):
+    from hac_jax.models.pretrained import sidecar_heads
+
+    # The fixture folder's tiny_config.json lists tiny_meru.pth in "files": no flags needed.
+    assert sidecar_heads(fixtures_dir / "tiny_meru.pth") == {"heads": 4, "text_heads": 4}
+    code, out, err = _run(["-i", fixtures_dir / "tiny_meru.pth", "-o", tmp_path / "out"], capsys)
+    assert code == 0, err
+    assert "heads 4" in out
+    golden = np.load(fixtures_dir / "golden_tiny_meru.npz")
+    inputs = np.load(fixtures_dir / "inputs.npz")
+    pre = load_pretrained(fixtures_dir / "tiny_meru.pth")
+    np.testing.assert_allclose(
+        np.asarray(pre.encode_text(inputs["tokens_padded77"], project=True)),
+        golden["f32/text_proj"], rtol=1e-4, atol=1e-6,
+    )
+    # <stem>.json in ModelConfig layout; explicit arguments still win over it.
+    src = tmp_path / "model.pth"
+    shutil.copyfile(fixtures_dir / "tiny_meru.pth", src)
+    (tmp_path / "model.json").write_text(json.dumps({"vision": {"heads": 4}, "text": {"heads": 4}}))
+    assert sidecar_heads(src) == {"heads": 4, "text_heads": 4}
+    with pytest.raises(Exception, match="divide"):
+        load_pretrained(src, heads=5)
+    # A JSON that does not name the checkpoint is ignored.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copyfile(fixtures_dir / "tiny_meru.pth", other / "a.pth")
+    (other / "notes.json").write_text(json.dumps({"files": ["b.pth"], "textual": {"heads": 4}}))
+    assert sidecar_heads(other / "a.pth") == {}

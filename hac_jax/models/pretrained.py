@@ -250,7 +250,9 @@ def load_pretrained(
         params, root, info = converted.params, converted.root, converted.info
     else:
         ckpt = io.read_torch_checkpoint(path)
-        cfg = convert_config(ckpt.state_dict, kind=kind, heads=heads, text_heads=text_heads)
+        cfg = convert_config(
+            ckpt.state_dict, kind=kind, heads=heads, text_heads=text_heads, source_path=path
+        )
         from checkpoints_convert.mapping import convert_state_dict
 
         params = convert_state_dict(ckpt.state_dict, cfg)
@@ -269,20 +271,64 @@ def load_pretrained(
     )
 
 
+def sidecar_heads(pth_path: str | os.PathLike) -> dict[str, int]:
+    """Attention head counts from a metadata JSON stored beside a ``.pth`` checkpoint.
+
+    Looked for, in this order, in the checkpoint's folder: ``<name>.json`` (``x.pth.json``),
+    ``<stem>.json``, ``<stem>_config.json``, ``config.json``, then any other ``*.json`` whose
+    ``"files"`` list names the checkpoint (the layout of the MERU fixtures' ``tiny_config.json``).
+    Understood contents are those of :func:`checkpoints_convert.mapping.heads_from_metadata`.
+    Returns ``{}`` when nothing usable is found; an unreadable JSON is skipped, not an error.
+    """
+    import json
+
+    from checkpoints_convert.mapping import heads_from_metadata
+
+    pth = Path(pth_path)
+    folder = pth.parent
+    named = [folder / f"{pth.name}.json", folder / f"{pth.stem}.json",
+             folder / f"{pth.stem}_config.json", folder / "config.json"]
+    others = sorted(p for p in folder.glob("*.json") if p not in named)
+    for candidate in named + others:
+        if not candidate.is_file():
+            continue
+        try:
+            meta = json.loads(candidate.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        if candidate in others and pth.name not in (meta.get("files") or []):
+            continue
+        found = heads_from_metadata(meta)
+        if found:
+            return found
+    return {}
+
+
 def convert_config(
     state_dict: Mapping[str, Any],
     *,
     kind: str | None = None,
     heads: int | None = None,
     text_heads: int | None = None,
+    source_path: str | os.PathLike | None = None,
 ) -> ModelConfig:
     """:func:`checkpoints_convert.mapping.infer_config` plus a ``kind`` override.
+
+    Head counts are in no tensor shape. When ``heads``/``text_heads`` are not given and
+    ``source_path`` (the ``.pth``) is, they are read from a metadata JSON beside it, if there is
+    one (see :func:`sidecar_heads`); explicit arguments always win.
 
     Overriding the kind does not change which keys the state dict has, so a mismatch then shows
     up in the conversion as missing/unexpected ``curv`` and alpha keys.
     """
     from checkpoints_convert.mapping import infer_config
 
+    if source_path is not None and (heads is None or text_heads is None):
+        found = sidecar_heads(source_path)
+        heads = heads if heads is not None else found.get("heads")
+        text_heads = text_heads if text_heads is not None else found.get("text_heads")
     cfg = infer_config(state_dict, heads=heads, text_heads=text_heads)
     if kind is not None and kind != cfg.kind:
         cfg = dataclasses.replace(cfg, kind=kind)
