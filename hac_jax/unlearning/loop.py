@@ -1,0 +1,357 @@
+"""The one unlearning loop: any registered method, either model kind, optax + orbax.
+
+``unlearn(params0, model_cfg, data, method="hac", forget_classes=["bag"], steps=..., ...)``:
+
+1. checks everything that can be checked before compute (method name, forget set, concept
+   names, method/geometry compatibility, sizes) and raises a one-line ``ValueError``;
+2. starts from ``params0`` (or from a fresh initialisation for methods flagged ``reinit``, i.e.
+   Retrain), placed on the mesh; ``params0`` itself is never updated and is passed to the loss as
+   the frozen original model when the method asks for it (``needs_frozen_model``);
+3. draws mixed forget/retain batches (``make_mixed_loader``; the forget share defaults from the
+   method's flags), adds each pair's parent-concept tokens (``parent_tokens``, the first group
+   prompt of its group) for methods that calibrate against the parent;
+4. runs a jitted AdamW step (``hac_jax.optim``), projecting the scalars with ``clamp_scalars``
+   after every update, logging through :class:`hac_jax.progress.Progress`;
+5. with a ``workdir``, checkpoints params, optimizer state, step, rng and the data-iterator
+   position with orbax, and resumes from the newest checkpoint there.
+
+This module only defines the loop; it registers no method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from hac_jax import optim, progress, sharding
+from hac_jax.geometry import get_geometry
+from hac_jax.unlearning.registry import Method, get_method
+
+__all__ = ["UnlearnResult", "default_forget_fraction", "make_unlearn_step", "unlearn"]
+
+_BATCH_KEYS = ("image", "tokens", "label", "is_forget", "parent_tokens")
+_CONFIG_FILE = "unlearn_config.json"
+
+
+@dataclasses.dataclass
+class UnlearnResult:
+    """Final parameters, the last step reached, wall seconds of this call (set-up, compile and
+    steps) and the logged records of this call."""
+
+    params: Any
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]]
+
+
+def default_forget_fraction(method: Method) -> float:
+    """Share of forget pairs per batch a method needs: 0 without forget pairs, 1 without retain
+    pairs, else 0.5."""
+    if not method.needs_forget:
+        return 0.0
+    if not method.needs_retain:
+        return 1.0
+    return 0.5
+
+
+def _forget_ids(hierarchy: Any, forget_classes: Any) -> tuple[int, ...]:
+    if forget_classes is None or (
+        not isinstance(forget_classes, (str, int, np.integer)) and len(list(forget_classes)) == 0
+    ):
+        raise ValueError("the forget set is empty; name at least one concept to forget")
+    try:
+        ids = hierarchy.class_ids(forget_classes)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"bad forget set {forget_classes!r}: {str(e).splitlines()[0]}") from None
+    if not ids:
+        raise ValueError(f"the forget set {forget_classes!r} covers no class")
+    if len(ids) == hierarchy.num_classes:
+        raise ValueError(
+            f"the forget set {forget_classes!r} covers all {hierarchy.num_classes} classes; "
+            "nothing would be retained"
+        )
+    return ids
+
+
+def _method_cfg(method: Method, method_cfg: Any) -> ml_collections.ConfigDict:
+    if method_cfg is None:
+        return method.config()
+    if isinstance(method_cfg, ml_collections.ConfigDict):
+        method.check_config(method_cfg)
+        return method_cfg
+    if isinstance(method_cfg, Mapping):
+        return method.config(**dict(method_cfg))
+    raise ValueError(
+        f"method_cfg must be None, a ConfigDict or a mapping of overrides, got {type(method_cfg)}"
+    )
+
+
+def _parent_token_table(data: Any, context_length: int) -> np.ndarray:
+    """``(num_groups, L)`` int32: tokens of the first group prompt of every group."""
+    from hac_jax.data.captions import group_prompts
+    from hac_jax.tokenizer import tokenize
+
+    prompts = [p[0] for p in group_prompts(data.hierarchy)]
+    return np.asarray(tokenize(prompts, context_length), dtype=np.int32)
+
+
+def make_unlearn_step(loss: Any, model_cfg: Any, tx: optax.GradientTransformation, schedule: Any):
+    """``step(state, frozen_params, batch) -> (state, metrics)`` (not jitted).
+
+    ``state = {"step", "params", "opt_state", "rng"}``; ``loss`` is a bound method loss
+    (``Method.bind``). The step's rng is ``fold_in(state["rng"], step)`` (so a resumed run draws
+    the same keys); the update is followed by ``clamp_scalars``. ``metrics`` holds the method's
+    metrics on the batch (before the update), the learning rate and the gradient norm.
+    """
+    from hac_jax.models import clamp_scalars
+
+    def step(state, frozen_params, batch):
+        rng = jax.random.fold_in(state["rng"], state["step"])
+        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(
+            state["params"], frozen_params, batch, rng, state["step"]
+        )
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optim.apply_updates(
+            state["params"], updates, lambda p: clamp_scalars(p, model_cfg)
+        )
+        metrics = {
+            **metrics,
+            "loss": value,
+            "lr": schedule(state["step"]),
+            "grad_norm": optax.tree.norm(grads),
+        }
+        new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        return new_state, metrics
+
+    return step
+
+
+def _copy_onto(tree: Any, shardings: Any) -> Any:
+    # A fresh buffer per leaf with strong dtypes: the state is donated to the step, so it must not
+    # alias the caller's params0; weak-typed scalars would make the step compile again.
+    return jax.jit(
+        lambda t: jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype, copy=True), t),
+        out_shardings=shardings,
+    )(tree)
+
+
+def unlearn(
+    params0: Any,
+    model_cfg: Any,
+    data: Any,
+    *,
+    method: str,
+    forget_classes: Iterable[int | str] | int | str,
+    method_cfg: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    forget_fraction: float | None = None,
+    seed: int = 0,
+    workdir: str | os.PathLike | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    log_every: int = 50,
+    split: str = "train",
+    optim_overrides: Mapping[str, Any] | None = None,
+    ckpt_every: int | None = None,
+    stop_after: int | None = None,
+) -> UnlearnResult:
+    """Unlearns ``forget_classes`` from a trained CLIP/MERU model with a registered method.
+
+    Args:
+      params0: the trained parameters (the tree under ``"params"``); never modified.
+      model_cfg: their ``ModelConfig`` (its kind picks the geometry).
+      data: a prepared ``HierDataset``.
+      method: a registered method name (``hac_jax.unlearning.list_methods()``).
+      forget_classes: concepts to forget (class/group names or class ids).
+      method_cfg: the method's ``ConfigDict``, or a mapping of overrides of its defaults.
+      steps: total unlearning steps (the learning-rate schedule spans them).
+      batch_size: global batch size (divisible by the mesh's ``data`` axis).
+      lr: peak learning rate of AdamW (constant by default, no weight decay).
+      forget_fraction: share of forget pairs per batch (default from the method's flags, see
+        :func:`default_forget_fraction`).
+      seed: data order, the rng of the method and the re-initialisation (``reinit`` methods).
+      workdir: checkpoint to / resume from ``<workdir>/checkpoints`` and log ``metrics.jsonl``
+        (``None``: neither).
+      mesh: device mesh with a ``data`` axis (default: all devices on ``data``).
+      log_every: log a record every this many steps (and at the last).
+      split: training split of ``data``.
+      optim_overrides: fields of ``hac_jax.optim.meru_optim_config`` to override (e.g.
+        ``end_lr=0.0`` for cosine decay, ``weight_decay``).
+      ckpt_every: checkpoint interval in steps (default: only at the end).
+      stop_after: stop (with a checkpoint) once this step is reached, as if interrupted.
+
+    Returns:
+      :class:`UnlearnResult` (``steps`` = the last step reached).
+
+    Raises:
+      ValueError: before any compute, for an unknown method, an empty forget set, one covering
+        every class, unknown concept names, a method not defined on the model's geometry, or bad
+        sizes.
+    """
+    t0 = time.perf_counter()
+    m = get_method(method)
+    cfg = _method_cfg(m, method_cfg)
+    geometry = get_geometry(model_cfg.kind)
+    from hac_jax.models import build_model, init_params
+
+    model = build_model(model_cfg)
+    loss = m.bind(model=model, geometry=geometry, cfg=cfg)  # raises on a foreign geometry
+    forget_ids = _forget_ids(data.hierarchy, forget_classes)
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    if stop_after is not None and stop_after <= 0:
+        raise ValueError(f"stop_after must be positive, got {stop_after}")
+    ckpt_every = steps if ckpt_every is None else ckpt_every
+    if ckpt_every <= 0:
+        raise ValueError(f"ckpt_every must be positive, got {ckpt_every}")
+    if forget_fraction is None:
+        forget_fraction = default_forget_fraction(m)
+    if m.needs_forget and forget_fraction == 0 or m.needs_retain and forget_fraction == 1:
+        raise ValueError(
+            f"method {m.name!r} needs {'forget' if m.needs_forget else 'retain'} pairs; "
+            f"forget_fraction={forget_fraction} gives none"
+        )
+    mesh = sharding.make_mesh([(sharding.DATA_AXIS, -1)]) if mesh is None else mesh
+    if batch_size % mesh.shape[sharding.DATA_AXIS]:
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by the data axis "
+            f"({mesh.shape[sharding.DATA_AXIS]} devices)"
+        )
+    from hac_jax import data as hdata
+
+    loader = hdata.make_mixed_loader(
+        data,
+        split,
+        forget_classes=forget_ids,
+        batch_size=batch_size,
+        forget_fraction=forget_fraction,
+        seed=seed,
+        context_length=model_cfg.text.context_length,
+        image_size=model_cfg.vision.image_size,
+    )
+    parents = _parent_token_table(data, model_cfg.text.context_length)
+    opt_cfg = optim.meru_optim_config(lr=lr, warmup_steps=0, end_lr=lr, weight_decay=0.0)
+    opt_cfg.update(dict(optim_overrides or {}))
+    tx, schedule = optim.make_optimizer(opt_cfg, params0, steps)
+    run_config = {
+        "method": m.name,
+        "method_cfg": cfg.to_dict(),
+        "forget_classes": list(forget_ids),
+        "forget_fraction": float(forget_fraction),
+        "steps": int(steps),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "seed": int(seed),
+        "split": split,
+        "optim": opt_cfg.to_dict(),
+    }
+    run_json = json.dumps(run_config, sort_keys=True, default=str)
+    is_main = jax.process_index() == 0
+    if workdir is not None:
+        workdir = os.path.abspath(os.fspath(workdir))
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            raise NotADirectoryError(f"workdir {workdir!r} is a file")
+        path = os.path.join(workdir, _CONFIG_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                old = f.read()
+            if json.loads(old) != json.loads(run_json):
+                raise ValueError(
+                    f"workdir {workdir!r} holds a different unlearning run ({_CONFIG_FILE}); "
+                    "use a fresh workdir"
+                )
+
+    # ---- compute starts here ----
+    # orbax is imported here: the package imports this module with every method registration.
+    from hac_jax import checkpointing
+    from hac_jax.train import create_train_state
+
+    state, shardings = create_train_state(model, model_cfg, tx, jax.random.PRNGKey(seed), mesh)
+    start_params = init_params(model_cfg, jax.random.PRNGKey(seed)) if m.reinit else params0
+    state["params"] = _copy_onto(start_params, shardings["params"])
+    frozen = _copy_onto(params0, shardings["params"]) if m.needs_frozen_model else None
+    data_iter = iter(loader)
+    ckpt = None
+    start = 0
+    if workdir is not None:
+        if is_main:
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, _CONFIG_FILE), "w") as f:
+                f.write(run_json)
+        ckpt = checkpointing.Checkpointer(
+            os.path.join(workdir, "checkpoints"), save_every=ckpt_every, keep=2
+        )
+        if ckpt.latest_step() is not None:
+            state, meta = ckpt.restore(None, state)
+            data_iter.set_state(checkpointing.decode_iterator_state(meta["data_iterator"]))
+            start = int(state["step"])
+            if is_main:
+                print(f"[unlearn] resumed from step {start} in {workdir}", flush=True)
+
+    rep = sharding.replicated(mesh)
+    step_fn = jax.jit(
+        make_unlearn_step(loss, model_cfg, tx, schedule),
+        in_shardings=(
+            shardings,
+            shardings["params"] if frozen is not None else None,
+            sharding.batch_sharding(mesh),
+        ),
+        out_shardings=(shardings, rep),
+        donate_argnums=0,
+    )
+    end = steps if stop_after is None else min(stop_after, steps)
+    bar = progress.Progress(
+        steps,
+        workdir=workdir,
+        initial_step=start,
+        log_every=log_every,
+        images_per_step=batch_size,
+        is_main=is_main,
+    )
+    history: list[dict[str, Any]] = []
+    try:
+        for step in range(start, end):
+            batch = next(data_iter)
+            batch["parent_tokens"] = parents[batch["group"]]
+            gbatch = sharding.global_batch({k: batch[k] for k in _BATCH_KEYS}, mesh)
+            state, metrics = step_fn(state, frozen, gbatch)
+            done = step + 1
+            if bar.should_log(done):
+                record = bar.step(done, jax.device_get(metrics))
+                bad = [k for k, v in record.items() if np.ndim(v) == 0 and not np.isfinite(v)]
+                if bad:
+                    raise FloatingPointError(f"non-finite {bad} at step {done}: {record}")
+                history.append(record)
+            else:
+                bar.step(done)
+            if ckpt is not None and (done == end or done % ckpt_every == 0):
+                meta = {
+                    "data_iterator": checkpointing.encode_iterator_state(data_iter.get_state()),
+                    "step": done,
+                }
+                if ckpt.save(done, state, meta, force=done == end):
+                    bar.reset_timer(done)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    return UnlearnResult(
+        params=state["params"],
+        steps=max(start, end),
+        seconds=time.perf_counter() - t0,
+        history=history,
+    )
