@@ -173,3 +173,21 @@ def apply_updates(params: Any, updates: Any, project: Callable[[Any], Any] | Non
     feasible set of the parameters."""
     params = optax.apply_updates(params, updates)
     return project(params) if project is not None else params
+
+
+def gradient_update(
+    state: Mapping[str, Any],
+    grads: Any,
+    tx: optax.GradientTransformation,
+    schedule: Callable[[Any], Any],
+    project: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """One optimizer update of ``state = {"step", "params", "opt_state", ...}`` from ``grads``,
+    followed by the projection; the shared core of the pretraining and unlearning steps.
+
+    Returns ``(params, opt_state, metrics)`` with ``metrics = {"lr", "grad_norm"}`` (the learning
+    rate used at ``state["step"]`` and the global gradient norm).
+    """
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = apply_updates(state["params"], updates, project)
+    return params, opt_state, {"lr": schedule(state["step"]), "grad_norm": optax.tree.norm(grads)}

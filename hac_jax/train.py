@@ -165,17 +165,15 @@ def make_train_step(model: Any, model_cfg: Any, tx: optax.GradientTransformation
             return loss, metrics
 
         (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optim.apply_updates(
-            state["params"], updates, lambda p: clamp_scalars(p, model_cfg)
+        params, opt_state, update_metrics = optim.gradient_update(
+            state, grads, tx, schedule, lambda p: clamp_scalars(p, model_cfg)
         )
         # The loss's own scalars (values at use before the update) are superseded by the values
         # after the update and its projection.
         metrics = {
             **metrics,
             "loss": loss,
-            "lr": schedule(state["step"]),
-            "grad_norm": optax.tree.norm(grads),
+            **update_metrics,
             **_scalar_metrics(params, model_cfg),
         }
         new_state = {

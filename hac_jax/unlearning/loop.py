@@ -120,16 +120,10 @@ def make_unlearn_step(loss: Any, model_cfg: Any, tx: optax.GradientTransformatio
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(
             state["params"], frozen_params, batch, rng, state["step"]
         )
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optim.apply_updates(
-            state["params"], updates, lambda p: clamp_scalars(p, model_cfg)
+        params, opt_state, update_metrics = optim.gradient_update(
+            state, grads, tx, schedule, lambda p: clamp_scalars(p, model_cfg)
         )
-        metrics = {
-            **metrics,
-            "loss": value,
-            "lr": schedule(state["step"]),
-            "grad_norm": optax.tree.norm(grads),
-        }
+        metrics = {**metrics, "loss": value, **update_metrics}
         new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
         return new_state, metrics
 
