@@ -4,6 +4,7 @@ Eight fake CPU devices are configured *before* JAX initialises, so that sharding
 can build real multi-device meshes on a CPU-only machine.
 """
 
+import contextlib
 import os
 import pathlib
 
@@ -25,3 +26,28 @@ def fixtures_dir() -> pathlib.Path:
 
 def pytest_report_header(config):
     return f"jax {jax.__version__}, devices: {len(jax.devices())} x {jax.devices()[0].platform}"
+
+
+@contextlib.contextmanager
+def module_compilation_cache(cache_dir):
+    """A persistent JAX compilation cache in ``cache_dir`` while the block runs (every compile is
+    cached), restoring the previous settings afterwards. Test modules that compile the same step
+    several times (resume, command line) use it to compile once."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update(names[0], str(cache_dir))
+    jax.config.update(names[1], 0.0)
+    jax.config.update(names[2], -1)
+    cc.reset_cache()
+    try:
+        yield
+    finally:
+        for n, v in old.items():
+            jax.config.update(n, v)
+        cc.reset_cache()

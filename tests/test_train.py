@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from conftest import module_compilation_cache
 
 from hac_jax import config_utils, progress
 
@@ -109,22 +110,8 @@ def test_jax_has_eight_devices():
 def _compilation_cache(tmp_path_factory):
     """A persistent compilation cache for this module only: repeated runs of one configuration
     (resume, command line) then reuse the compiled step instead of compiling it again."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0.0)
-    jax.config.update(names[2], -1)
-    cc.reset_cache()
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
+    with module_compilation_cache(tmp_path_factory.mktemp("jax_cache")):
+        yield
 
 
 @pytest.fixture(scope="module")

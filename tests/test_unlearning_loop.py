@@ -7,6 +7,7 @@ import logging
 import jax
 import numpy as np
 import pytest
+from conftest import module_compilation_cache
 
 from hac_jax import data as hdata
 from hac_jax import models, sharding
@@ -20,22 +21,8 @@ BATCH = 8
 def _compilation_cache(tmp_path_factory):
     """A persistent compilation cache for this module only: the interrupted and resumed runs
     reuse the step compiled for the uninterrupted one."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0.0)
-    jax.config.update(names[2], -1)
-    cc.reset_cache()
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
+    with module_compilation_cache(tmp_path_factory.mktemp("jax_cache")):
+        yield
 
 
 @pytest.fixture(scope="module")
