@@ -300,9 +300,7 @@ def _value_problems(state_dict: Mapping[str, Any], cfg: ModelConfig) -> list[str
     return problems
 
 
-def convert_state_dict(
-    state_dict: Mapping[str, Any], cfg: ModelConfig
-) -> dict[str, Any]:
+def convert_state_dict(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict[str, Any]:
     """A MERU / CLIP-baseline ``model.state_dict()`` (numpy arrays) -> Flax ``params`` of ``cfg``.
 
     Every key must be consumed exactly once: parameters are renamed and transposed into the
@@ -329,7 +327,10 @@ def convert_state_dict(
     if missing or unexpected or mismatched or invalid:
         raise ConversionError(
             f"cannot convert the state dict to the {_describe(cfg)}",
-            missing, unexpected, mismatched, invalid,
+            missing,
+            unexpected,
+            mismatched,
+            invalid,
         )
     dtype = np.dtype(cfg.param_dtype)
     flat = {}
@@ -386,9 +387,7 @@ def _heads(
 ) -> int:
     if override is not None:
         if not isinstance(override, int) or override <= 0 or width % override:
-            raise ConversionError(
-                f"{flag}={override!r} does not divide the {tower} width {width}"
-            )
+            raise ConversionError(f"{flag}={override!r} does not divide the {tower} width {width}")
         return override
     if width in released:
         return released[width]
@@ -428,10 +427,12 @@ def heads_from_metadata(meta: Mapping[str, Any]) -> dict[str, int]:
             node = node[key]
         return node
 
-    vision = (get("vision", "heads") or get("constructor", "visual_resolved", "num_heads")
-              or get("visual", "timm_kwargs", "num_heads"))
-    text = get("text", "heads") or get("constructor", "textual", "heads") or get(
-        "textual", "heads")
+    vision = (
+        get("vision", "heads")
+        or get("constructor", "visual_resolved", "num_heads")
+        or get("visual", "timm_kwargs", "num_heads")
+    )
+    text = get("text", "heads") or get("constructor", "textual", "heads") or get("textual", "heads")
     if text is None:
         arch = get("constructor", "textual", "arch") or get("textual", "arch")
         match = re.search(r"_A(\d+)", arch) if isinstance(arch, str) else None
@@ -506,8 +507,10 @@ def infer_config(
         )
     shape = {k: tuple(np.shape(state_dict[k])) for k in keys}
     problems = []
-    kind = "meru" if any(k in state_dict for k in ("curv", "visual_alpha", "textual_alpha")) else (
-        "clip"
+    kind = (
+        "meru"
+        if any(k in state_dict for k in ("curv", "visual_alpha", "textual_alpha"))
+        else ("clip")
     )
 
     width = shape["visual.cls_token"][-1]

@@ -212,3 +212,21 @@ def parse_command_line(
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Plain nested dict (JSON-friendly) of a ConfigDict."""
     return config.to_dict()
+
+
+def enable_compilation_cache(path: str | None = None, *, min_compile_secs: float = 1.0) -> str:
+    """Turns on JAX's persistent compilation cache for a runner process and returns its folder.
+
+    ``path`` defaults to ``$HAC_JAX_COMPILE_CACHE`` or ``~/.cache/hac_jax/jax``. Runs that
+    compile the same step again (the seeds of one method, a resumed run) then load it instead.
+    """
+    import jax
+
+    path = (
+        path
+        or os.environ.get("HAC_JAX_COMPILE_CACHE")
+        or os.path.join(os.path.expanduser("~"), ".cache", "hac_jax", "jax")
+    )
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+    return path

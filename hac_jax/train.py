@@ -324,6 +324,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
         config.data.train_split,
         batch_size=config.batch_size,
         seed=config.seed,
+        classes=_train_classes(config.data, data.hierarchy),
         caption_levels=_level_weights(config.data),
         context_length=model_cfg.text.context_length,
         image_size=model_cfg.vision.image_size,  # resized only where the data differ
@@ -439,6 +440,18 @@ def train(
     ``pretrained/``.
     """
     return run(prepare(config, workdir), stop_after=stop_after)
+
+
+def _train_classes(cfg: ml_collections.ConfigDict, hierarchy: Any) -> tuple[int, ...] | None:
+    """The class ids to train on: all (``None``) unless ``data.exclude_classes`` names concepts
+    to leave out, which is how Retrain (pretraining on the retain set only) is run."""
+    exclude = cfg.get("exclude_classes") or ()
+    if isinstance(exclude, str):
+        exclude = [e.strip() for e in exclude.split(",") if e.strip()]
+    if not exclude:
+        return None
+    _, keep = hierarchy.split_classes(list(exclude))  # one-line errors for bad names / all
+    return keep
 
 
 def _sharding_rules(config: ml_collections.ConfigDict) -> list[tuple[str, tuple]]:

@@ -7,11 +7,14 @@ can build real multi-device meshes on a CPU-only machine.
 import contextlib
 import os
 import pathlib
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Runner entry points turn on a persistent compilation cache; keep the suite's out of ~/.cache.
+os.environ["HAC_JAX_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="hac_jax_test_jax_")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -690,7 +690,9 @@ def test_head_counts_from_metadata_json_beside_checkpoint(fixtures_dir, tmp_path
     pre = load_pretrained(fixtures_dir / "tiny_meru.pth")
     np.testing.assert_allclose(
         np.asarray(pre.encode_text(inputs["tokens_padded77"], project=True)),
-        golden["f32/text_proj"], rtol=1e-4, atol=1e-6,
+        golden["f32/text_proj"],
+        rtol=1e-4,
+        atol=1e-6,
     )
     # <stem>.json in ModelConfig layout; explicit arguments still win over it.
     src = tmp_path / "model.pth"

@@ -50,10 +50,17 @@ def _argv(model_dir, data_dir, workdir, kind="meru", **over):
     [
         ({"forget": "hexagon"}, "meru", "unknown concept"),
         ({"forget": ""}, "meru", "forget set is empty"),
+        ({"forget": " ; "}, "meru", "forget set is empty"),
         ({"forget": "drawings"}, "meru", "covers all"),
-        ({"forget": "shapes,patterns"}, "meru", "covers all"),
+        ({"forget": "circle;shapes,patterns"}, "meru", "covers all"),
         ({"methods": "ft,nosuch"}, "meru", "unknown method"),
         ({"methods": ""}, "meru", "no methods"),
+        ({"methods": "ft,ft"}, "meru", "twice"),
+        ({"methods": "hac"}, "clip", "config says"),
+        ({"seeds": "0,x"}, "meru", "seeds must be integers"),
+        ({"seeds": "1,1"}, "meru", "distinct"),
+        ({"methods": "retrain"}, "meru", "pretraining config"),
+        ({"method_overrides.ac.alpha": "-1", "methods": "ac"}, "meru", "alpha"),
         ({"pretrained": "/nonexistent/model"}, "meru", "does not exist"),
         ({}, "clip", "config says"),
     ],
@@ -75,36 +82,86 @@ def test_bad_input_fails_before_compute(
     assert not workdir.exists()
 
 
-def test_run_writes_results(pretrained, data_dir, tmp_path, capsys):
+def test_run_writes_results_and_reuses_cached_runs(
+    pretrained, data_dir, tmp_path, capsys, monkeypatch
+):
     workdir = tmp_path / "w"
-    assert runner.main(_argv(pretrained, data_dir, workdir)) == 0
-    out = capsys.readouterr().out
-    with open(workdir / "results.json") as f:
-        res = json.load(f)
-    assert list(res["rows"]) == ["original", "ft", "ga"]
-    assert res["forget_class_ids"] == [0]
-    for name, row in res["rows"].items():
+    argv = _argv(pretrained, data_dir, workdir, forget="circle;circle,square", seeds="0,1")
+    assert runner.main(argv) == 0
+    capsys.readouterr()
+    res = json.loads((workdir / "results.json").read_text())
+    assert res["forget_sets"] == [["circle"], ["circle", "square"]]
+    assert res["seeds"] == [0, 1]
+    rows = [(tuple(r["forget"]), r["row"], r["seed"]) for r in res["runs"]]
+    expected = []
+    for f in (("circle",), ("circle", "square")):
+        expected.append((f, "original", 0))
+        expected += [(f, m, s) for m in ("ft", "ga") for s in (0, 1)]
+    assert rows == expected
+    for r in res["runs"]:
+        m = r["metrics"]
         for key in ("FA", "UA", "RA", "TA"):
-            assert 0.0 <= row[key] <= 1.0, (name, key, row[key])
-        for key in (
-            "align_gap_forget",
-            "align_gap_retain",
-            "dist_origin_image_forget",
-            "dist_origin_image_retain",
-        ):
-            assert isinstance(row[key], float), (name, key)
-        assert row["dist_origin_image_forget"] >= 0.0
-    for name in ("ft", "ga"):
-        assert res["rows"][name]["steps"] == 2
-        assert res["rows"][name]["seconds"] > 0
+            assert 0.0 <= m[key] <= 1.0, (r["row"], key, m[key])
+        assert m["dist_origin_image_forget"] >= 0.0
+        assert (workdir / r["arrays"]).is_file()
+        if r["row"] != "original":
+            assert r["steps"] == 2 and r["examples"] == 2 * 8 and r["seconds"] > 0
+    by = {(tuple(r["forget"]), r["row"], r["seed"]): r for r in res["runs"]}
     # GA pushes the forget pairs apart, so its parameters (and audit) must differ from the original
-    assert res["rows"]["ga"]["align_gap_forget"] != res["rows"]["original"]["align_gap_forget"]
-    md = (workdir / "results.md").read_text()
-    assert md in out
-    assert md.count("\n") == 2 + 3
-    ta = res["rows"]["ft"]["TA"]
-    assert f"{ta:.3f}" in md.splitlines()[3]
+    ga, orig = by[(("circle",), "ga", 0)], by[(("circle",), "original", 0)]
+    assert ga["metrics"]["align_gap_forget"] != orig["metrics"]["align_gap_forget"]
+    # the seed changes the data order, hence the result
+    assert by[(("circle",), "ga", 1)]["metrics"] != ga["metrics"]
+    assert (workdir / "report" / "report.md").is_file()
     assert not [p for p in os.listdir(workdir) if p.startswith(".tmp_")]
+
+    # a second command needing the same runs computes nothing and writes the same results
+    def no_unlearning(*a, **k):
+        raise AssertionError("a cached run was recomputed")
+
+    monkeypatch.setattr("hac_jax.unlearning.loop.unlearn", no_unlearning)
+    work2 = tmp_path / "w2"
+    argv2 = _argv(pretrained, data_dir, work2, forget="circle", seeds="1", methods="ga")
+    argv2.append(f"--config.cache_dir={workdir / 'cache'}")
+    assert runner.main(argv2) == 0
+    res2 = json.loads((work2 / "results.json").read_text())
+    assert [r["row"] for r in res2["runs"]] == ["original", "ga"]
+    assert res2["runs"][1]["metrics"] == by[(("circle",), "ga", 1)]["metrics"]
+
+
+def test_retrain_runs_the_pretraining_recipe_on_the_retain_classes(data_dir, tmp_path, capsys):
+    from experiments import pretrain
+
+    pre_dir = tmp_path / "pre"
+    assert (
+        pretrain.main(
+            [
+                "--config=experiments/configs/pretrain.py:meru,smoke,data=shapes",
+                f"--workdir={pre_dir}",
+                f"--config.data.data_dir={data_dir}",
+                "--config.data.shapes.train_per_class=16",
+                "--config.data.shapes.test_per_class=4",
+            ]
+        )
+        == 0
+    )
+    workdir = tmp_path / "w"
+    argv = _argv(str(pre_dir / "pretrained"), data_dir, workdir, methods="retrain")
+    assert runner.main(argv) == 0
+    capsys.readouterr()
+    res = json.loads((workdir / "results.json").read_text())
+    retrain = [r for r in res["runs"] if r["row"] == "retrain"]
+    assert len(retrain) == 1
+    run_dir = workdir / "retrain" / "meru_circle_s0"
+    cfg = json.loads((run_dir / "config.json").read_text())
+    base = json.loads((pre_dir / "config.json").read_text())
+    assert cfg["data"]["exclude_classes"] == "circle"
+    assert cfg["total_steps"] == base["total_steps"] and cfg["optim"] == base["optim"]
+    assert retrain[0]["steps"] == base["total_steps"]
+    assert retrain[0]["examples"] == base["total_steps"] * base["batch_size"]
+    # the retrained model is a fresh one: it differs from the original
+    orig = [r for r in res["runs"] if r["row"] == "original"][0]
+    assert retrain[0]["metrics"] != orig["metrics"]
 
 
 def test_cross_alignment_gaps_matches_brute_force():
@@ -127,3 +184,21 @@ def test_cross_alignment_gaps_matches_brute_force():
         np.testing.assert_allclose(got[f"align_matched_{part}"], matched, rtol=1e-5)
         np.testing.assert_allclose(got[f"align_mismatched_{part}"], mism, rtol=1e-5)
         np.testing.assert_allclose(got[f"align_gap_{part}"], matched - mism, rtol=1e-4, atol=1e-6)
+
+
+def test_pretraining_can_leave_classes_out(data_dir, tmp_path):
+    from experiments.configs.pretrain import get_config
+    from hac_jax import train
+
+    cfg = get_config("meru,smoke,data=shapes")
+    cfg.data.data_dir = data_dir
+    cfg.data.shapes.test_per_class = 4
+    cfg.data.exclude_classes = "circle,patterns"
+    job = train.prepare(cfg, tmp_path / "w")
+    it = iter(job.loader)
+    labels = np.concatenate([next(it)["label"] for _ in range(6)])  # more than one epoch
+    names = job.data.hierarchy.classes
+    assert sorted({names[i] for i in labels}) == ["square", "triangle"]
+    cfg.data.exclude_classes = "shapes,patterns"
+    with pytest.raises(ValueError, match="no class to retain"):
+        train.prepare(cfg, tmp_path / "w2")

@@ -70,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_examples=placeholder(int),  # keep the first N records per split
             caption_levels={"class": 0.6, "class_in_group": 0.2, "group": 0.2, "root": 0.0},
             train_split="train",
+            exclude_classes="",  # comma-separated concepts left out (Retrain: the forget set)
             test_split="test",
             worker_count=0,
             shapes=dict(image_size=32, train_per_class=64, test_per_class=16, seed=0),

@@ -1,13 +1,27 @@
-"""Unlearning runs from a pretrained CLIP or MERU model.
+"""Unlearning experiments from a pretrained CLIP or MERU model (``python -m experiments.unlearn``).
 
-Command line (``get_config`` argument: model name, then switches)::
+``get_config`` argument: the model, then the experiment and switches::
 
-    python -m experiments.unlearn --config=experiments/configs/unlearn.py:meru \\
-        --config.pretrained=runs/meru/pretrained --config.forget=sneaker \\
-        --config.methods=ac,ft,ga --workdir=runs/unlearn_meru
+    --config=experiments/configs/unlearn.py:meru            # E1 on MERU (default experiment)
+    --config=experiments/configs/unlearn.py:clip,exp=e2     # E2 multi-concept scaling on CLIP
+    --config=experiments/configs/unlearn.py:meru,exp=e3     # E3 HAC ablations (MERU only)
+    --config=experiments/configs/unlearn.py:meru,exp=e4     # E4 hierarchy analysis
+    --config=experiments/configs/unlearn.py:meru,exp=main   # the README main command's comparison
+    --config=experiments/configs/unlearn.py:meru,smoke,data=shapes   # seconds-long check
 
-Switches: ``smoke`` shrinks steps, batch and evaluation to a seconds-long run;
-``data=shapes`` uses the small generated hierarchical set instead of Fashion-MNIST.
+Experiments (docs/METHOD.md):
+
+* ``e1``: forget ``sneaker``; Retrain, AC (CLIP) / HAC + AC (MERU), FT, GA, NegGrad, l1-sparse.
+* ``e2``: k = 1, 2, 3, 5 concepts (nested sets starting at ``sneaker``); AC (CLIP) / HAC (MERU).
+* ``e3``: HAC without each term (entailment calibration, norm regularization, positive,
+  negative calibration), parent cone pushed instead of kept, and AC on MERU.
+* ``e4``: the hierarchy audit of AC vs HAC (keep / push) on ``sneaker``.
+* ``main``: E1's comparison with one seed and fewer baselines (the README main command).
+
+Every experiment uses seeds 0, 1, 2 (``main``: 0), the same for every row. AC's and HAC's
+settings come from the sweep documented in docs/SWEEP.md (``METHOD_OVERRIDES``); the baselines
+run with the common ``steps`` / ``lr`` and are not tuned. Runs are cached in ``cache_dir``, so
+experiments that share a run (E1's HAC is E2's k = 1 and E3's full HAC) compute it once.
 """
 
 import ml_collections
@@ -16,37 +30,97 @@ from ml_collections.config_dict import placeholder
 from hac_jax.config_utils import parse_arg
 
 MODELS = ("clip", "meru")
+EXPERIMENTS = ("e1", "e2", "e3", "e4", "main")
+
+# The chosen settings of the sweep (docs/SWEEP.md); loop arguments (lr, steps) and method options.
+METHOD_OVERRIDES = {
+    "ac": dict(lr=1e-4, steps=100),
+    "hac": dict(lr=1e-4, steps=100),
+}
+
+# E3's ablations: a row name -> the method it runs and the options that differ.
+VARIANTS = {
+    "hac-ec": dict(method="hac", lambda_ec=0.0),  # without entailment calibration
+    "hac-norm": dict(method="hac", lambda_n=0.0),  # without norm regularization
+    "hac-pos": dict(method="hac", beta=0.0),  # without positive calibration
+    "hac-neg": dict(method="hac", alpha=0.0),  # without negative calibration
+    "hac-push": dict(method="hac", parent_policy="push"),  # the forgotten image leaves the parent
+}
+
+_METHODS = {
+    ("e1", "clip"): "retrain,ac,ft,ga,negrad,l1_sparse",
+    ("e1", "meru"): "retrain,hac,ac,ft,ga,negrad,l1_sparse",
+    ("e2", "clip"): "ac",
+    ("e2", "meru"): "hac",
+    ("e3", "meru"): "hac,hac-ec,hac-norm,hac-pos,hac-neg,hac-push,ac",
+    ("e4", "clip"): "ac",
+    ("e4", "meru"): "hac,hac-push,ac",
+    ("main", "clip"): "retrain,ac,ft,ga",
+    ("main", "meru"): "retrain,hac,ac,ft,ga",
+}
+E2_FORGET = "sneaker;sneaker,trouser;sneaker,trouser,bag;sneaker,trouser,bag,pullover,dress"
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The unlearning config for ``arg = "<clip|meru>[,smoke][,data=<fashion_mnist|shapes>]"``."""
-    arg = parse_arg(arg, positional=("model",), model="meru", smoke=False, data="fashion_mnist")
-    if arg.model not in MODELS:
-        raise ValueError(
-            f"unknown model {arg.model!r} in the config argument; choose from {MODELS}"
-        )
-
-    config = ml_collections.ConfigDict()
-    config.model = arg.model  # must match the kind of the pretrained model
-    config.pretrained = placeholder(str)  # a save_pretrained / converted directory or a .pth
-    config.forget = ""  # comma-separated concept names (classes or groups)
-    config.methods = "ac,ft,ga"  # comma-separated registered method names
-    config.seed = 0
-    config.steps = 200
-    config.batch_size = 64
-    config.lr = 1e-5
-    config.data = ml_collections.ConfigDict(
+def data_config(name: str) -> ml_collections.ConfigDict:
+    """Where the unlearning data come from (shared by the unlearning and sweep configs)."""
+    return ml_collections.ConfigDict(
         dict(
-            name=arg.data,  # fashion_mnist | shapes
+            name=name,  # fashion_mnist | shapes
             source_dir="/usr/share/datasets/fashion-mnist",
             data_dir=placeholder(str),
             max_examples=placeholder(int),
             shapes=dict(image_size=32, train_per_class=64, test_per_class=16, seed=0),
         )
     )
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The unlearning config for ``arg = "<clip|meru>[,smoke][,data=<fashion_mnist|shapes>]"``."""
+    arg = parse_arg(
+        arg,
+        positional=("model",),
+        model="meru",
+        exp="e1",
+        smoke=False,
+        data="fashion_mnist",
+    )
+    if arg.model not in MODELS:
+        raise ValueError(
+            f"unknown model {arg.model!r} in the config argument; choose from {MODELS}"
+        )
+    if arg.exp not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {arg.exp!r}; choose from {EXPERIMENTS}")
+    if (arg.exp, arg.model) not in _METHODS:
+        raise ValueError(f"experiment {arg.exp} ablates HAC and runs on meru only")
+
+    config = ml_collections.ConfigDict()
+    config.model = arg.model  # must match the kind of the pretrained model
+    # a save_pretrained / converted directory or a .pth (default: the README's pretraining run)
+    config.pretrained = f"runs/{arg.model}_fmnist/pretrained"
+    config.forget = E2_FORGET if arg.exp == "e2" else "sneaker"  # ";" separates forget sets
+    config.methods = _METHODS[(arg.exp, arg.model)]  # rows: methods, variants, retrain
+    config.seeds = "0" if arg.exp == "main" else "0,1,2"
+    # Loop arguments of rows without their own (the baselines).
+    config.steps = 100
+    config.batch_size = 64
+    config.lr = 1e-5
+    config.method_overrides = {k: dict(v) for k, v in METHOD_OVERRIDES.items()}
+    config.variants = {k: dict(v) for k, v in VARIANTS.items()}
+    # Retrain: the pretraining config of the original model (default: config.json beside the
+    # pretrained export) on the retain classes, one cached run per forget set and seed.
+    config.retrain = ml_collections.ConfigDict(dict(config=placeholder(str), dir="runs/retrain"))
+    config.cache_dir = "runs/unlearn_cache"  # finished runs, shared by the experiments
+    config.report = True
+    config.title = f"{arg.exp.upper()} unlearning on {arg.model.upper()}"
+    config.data = data_config(arg.data)
     config.eval = ml_collections.ConfigDict(dict(batch_size=256))
     if arg.smoke:
         config.steps = 4
+        for over in config.method_overrides.values():
+            over.steps = 4
+        config.seeds = "0"
+        config.cache_dir = ""  # inside the workdir
+        config.retrain.dir = ""
         config.batch_size = 8
         config.eval.batch_size = 32
         config.data.max_examples = 320 if arg.data == "fashion_mnist" else None

@@ -180,13 +180,9 @@ class ModelConfig:
             raise ValueError(f"pixel_std values must be > 0, got {self.pixel_std}")
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in _DTYPES:
-                raise ValueError(
-                    f"{name} {getattr(self, name)!r} is not one of {list(_DTYPES)}"
-                )
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {list(_DTYPES)}")
         if self.precision not in _PRECISIONS:
-            raise ValueError(
-                f"precision {self.precision!r} is not one of {list(_PRECISIONS)}"
-            )
+            raise ValueError(f"precision {self.precision!r} is not one of {list(_PRECISIONS)}")
 
     # -- derived values used by the modules ---------------------------------------------------
 
@@ -212,9 +208,7 @@ def _positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(
-                f"{type(obj).__name__}.{name} must be a positive int, got {value!r}"
-            )
+            raise ValueError(f"{type(obj).__name__}.{name} must be a positive int, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -286,8 +286,12 @@ def sidecar_heads(pth_path: str | os.PathLike) -> dict[str, int]:
 
     pth = Path(pth_path)
     folder = pth.parent
-    named = [folder / f"{pth.name}.json", folder / f"{pth.stem}.json",
-             folder / f"{pth.stem}_config.json", folder / "config.json"]
+    named = [
+        folder / f"{pth.name}.json",
+        folder / f"{pth.stem}.json",
+        folder / f"{pth.stem}_config.json",
+        folder / "config.json",
+    ]
     others = sorted(p for p in folder.glob("*.json") if p not in named)
     for candidate in named + others:
         if not candidate.is_file():

@@ -41,12 +41,22 @@ class ResidualAttentionBlock(nn.Module):
     def __call__(self, x: Array, mask: Array) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         x = x + FusedSelfAttention(
-            self.heads, "in_proj", "out_proj", in_std=self.attn_std, out_std=self.proj_std,
-            name="attn", **kw,
+            self.heads,
+            "in_proj",
+            "out_proj",
+            in_std=self.attn_std,
+            out_std=self.proj_std,
+            name="attn",
+            **kw,
         )(_layer_norm("ln_1", self.dtype, self.param_dtype)(x), mask)
         return x + Mlp(
-            self.hidden_dim, "c_fc", "c_proj", fc1_std=self.fc_std, fc2_std=self.proj_std,
-            name="mlp", **kw,
+            self.hidden_dim,
+            "c_fc",
+            "c_proj",
+            fc1_std=self.fc_std,
+            fc2_std=self.proj_std,
+            name="mlp",
+            **kw,
         )(_layer_norm("ln_2", self.dtype, self.param_dtype)(x))
 
 
@@ -82,18 +92,33 @@ class TextTransformer(nn.Module):
         proj_std = attn_std * (2 * cfg.depth) ** -0.5
         fc_std = (2 * width) ** -0.5
         embed = nn.Embed(
-            cfg.vocab_size, width, dtype=self.dtype, param_dtype=self.param_dtype,
-            embedding_init=nn.initializers.normal(0.02), name="token_embed",
+            cfg.vocab_size,
+            width,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            embedding_init=nn.initializers.normal(0.02),
+            name="token_embed",
         )
-        posit = self.param("posit_embed", nn.initializers.normal(0.01),
-                           (cfg.context_length, width), self.param_dtype)
+        posit = self.param(
+            "posit_embed",
+            nn.initializers.normal(0.01),
+            (cfg.context_length, width),
+            self.param_dtype,
+        )
         x = embed(tokens) + posit[:length].astype(self.dtype)
         self.sow("intermediates", "text_tokens_in", x)
         mask = nn.make_causal_mask(tokens, dtype=jnp.bool_)
         for i in range(cfg.depth):
             x = ResidualAttentionBlock(
-                cfg.heads, cfg.hidden_dim, attn_std, proj_std, fc_std, self.dtype,
-                self.param_dtype, self.precision, name=f"resblocks_{i}",
+                cfg.heads,
+                cfg.hidden_dim,
+                attn_std,
+                proj_std,
+                fc_std,
+                self.dtype,
+                self.param_dtype,
+                self.precision,
+                name=f"resblocks_{i}",
             )(x, mask)
             self.sow("intermediates", f"text_block_{i}", x)
         x = _layer_norm("ln_final", self.dtype, self.param_dtype)(x)

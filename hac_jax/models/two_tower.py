@@ -111,19 +111,21 @@ class _TwoTower(nn.Module):
 
     def setup(self) -> None:
         cfg = self.cfg
-        kw = dict(
-            dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, precision=cfg.lax_precision
-        )
+        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, precision=cfg.lax_precision)
         self.visual = VisionTransformer(cfg.vision, **kw)
         self.textual = TextTransformer(cfg.text, **kw)
         # MERU initialises the projections with std = input width ** -0.5.
         self.visual_proj = nn.Dense(
-            cfg.embed_dim, use_bias=False,
-            kernel_init=nn.initializers.normal(cfg.vision.width**-0.5), **kw,
+            cfg.embed_dim,
+            use_bias=False,
+            kernel_init=nn.initializers.normal(cfg.vision.width**-0.5),
+            **kw,
         )
         self.textual_proj = nn.Dense(
-            cfg.embed_dim, use_bias=False,
-            kernel_init=nn.initializers.normal(cfg.text.width**-0.5), **kw,
+            cfg.embed_dim,
+            use_bias=False,
+            kernel_init=nn.initializers.normal(cfg.text.width**-0.5),
+            **kw,
         )
         # CLIP's initial temperature 0.07, stored as log(1 / T).
         self.logit_scale = self.param(

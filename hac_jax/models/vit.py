@@ -42,7 +42,8 @@ def sincos_pos_embed(grid_size: int, width: int, temperature: float = 10000.0) -
     omega = np.arange(pos_dim, dtype=np.float32) / np.float32(pos_dim)
     omega = np.float32(1.0) / (np.float32(temperature) ** omega)
     rows, cols = np.meshgrid(
-        np.arange(grid_size, dtype=np.float32), np.arange(grid_size, dtype=np.float32),
+        np.arange(grid_size, dtype=np.float32),
+        np.arange(grid_size, dtype=np.float32),
         indexing="ij",
     )
     # The angles are rounded to float32 as in MERU; sin/cos are then evaluated in float64 and
@@ -54,8 +55,15 @@ def sincos_pos_embed(grid_size: int, width: int, temperature: float = 10000.0) -
     return np.concatenate([cls_row, table.astype(np.float32)], axis=0)[None]
 
 
-def _dense(features: int, name: str, dtype, param_dtype, precision, std: float = 0.02,
-           use_bias: bool = True) -> nn.Dense:
+def _dense(
+    features: int,
+    name: str,
+    dtype,
+    param_dtype,
+    precision,
+    std: float = 0.02,
+    use_bias: bool = True,
+) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=use_bias,
@@ -99,18 +107,26 @@ class FusedSelfAttention(nn.Module):
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
         b, n, width = x.shape
         head_dim = width // self.heads
-        qkv = _dense(3 * width, self.in_name, self.dtype, self.param_dtype, self.precision,
-                     self.in_std)(x)
+        qkv = _dense(
+            3 * width, self.in_name, self.dtype, self.param_dtype, self.precision, self.in_std
+        )(x)
         qkv = qkv.reshape(b, n, 3, self.heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         out = nn.dot_product_attention(
-            q, k, v, mask=mask, dtype=self.dtype, precision=self.precision, deterministic=True,
+            q,
+            k,
+            v,
+            mask=mask,
+            dtype=self.dtype,
+            precision=self.precision,
+            deterministic=True,
             # Softmax in float32 for half-precision compute (never a downcast of float64).
             force_fp32_for_softmax=jnp.dtype(self.dtype).itemsize < 4,
         )
         out = out.reshape(b, n, width)
-        return _dense(width, self.out_name, self.dtype, self.param_dtype, self.precision,
-                      self.out_std)(out)
+        return _dense(
+            width, self.out_name, self.dtype, self.param_dtype, self.precision, self.out_std
+        )(out)
 
 
 class Mlp(nn.Module):
@@ -128,11 +144,18 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         width = x.shape[-1]
-        h = _dense(self.hidden_dim, self.fc1_name, self.dtype, self.param_dtype, self.precision,
-                   self.fc1_std)(x)
+        h = _dense(
+            self.hidden_dim,
+            self.fc1_name,
+            self.dtype,
+            self.param_dtype,
+            self.precision,
+            self.fc1_std,
+        )(x)
         h = nn.gelu(h, approximate=False)
-        return _dense(width, self.fc2_name, self.dtype, self.param_dtype, self.precision,
-                      self.fc2_std)(h)
+        return _dense(
+            width, self.fc2_name, self.dtype, self.param_dtype, self.precision, self.fc2_std
+        )(h)
 
 
 class Block(nn.Module):
@@ -187,23 +210,31 @@ class VisionTransformer(nn.Module):
                 f"{images.shape}; the model config's vision.image_size must match the data"
             )
         width = cfg.width
-        x = _PatchEmbed(cfg.patch_size, width, self.dtype, self.param_dtype, self.precision,
-                        name="patch_embed")(images)
+        x = _PatchEmbed(
+            cfg.patch_size, width, self.dtype, self.param_dtype, self.precision, name="patch_embed"
+        )(images)
         b = x.shape[0]
         # Row-major flattening: token 1 + r * G + c is patch (r, c), as in timm.
         x = x.reshape(b, -1, width)
-        cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, width),
-                         self.param_dtype)
+        cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, width), self.param_dtype)
         pos = self.param(
-            "pos_embed", _constant_init(sincos_pos_embed(cfg.grid_size, width)),
-            (1, cfg.num_tokens, width), self.param_dtype,
+            "pos_embed",
+            _constant_init(sincos_pos_embed(cfg.grid_size, width)),
+            (1, cfg.num_tokens, width),
+            self.param_dtype,
         )
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, width)), x], axis=1)
         x = x + pos.astype(x.dtype)
         self.sow("intermediates", "visual_tokens_in", x)
         for i in range(cfg.depth):
-            x = Block(cfg.heads, cfg.hidden_dim, self.dtype, self.param_dtype, self.precision,
-                      name=f"blocks_{i}")(x)
+            x = Block(
+                cfg.heads,
+                cfg.hidden_dim,
+                self.dtype,
+                self.param_dtype,
+                self.precision,
+                name=f"blocks_{i}",
+            )(x)
             self.sow("intermediates", f"visual_block_{i}", x)
         x = _layer_norm("norm", self.dtype, self.param_dtype)(x)
         self.sow("intermediates", "visual_norm", x)

@@ -24,7 +24,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -159,6 +159,8 @@ def unlearn(
     optim_overrides: Mapping[str, Any] | None = None,
     ckpt_every: int | None = None,
     stop_after: int | None = None,
+    callback: Callable[[int, Any], None] | None = None,
+    callback_steps: Collection[int] = (),
 ) -> UnlearnResult:
     """Unlearns ``forget_classes`` from a trained CLIP/MERU model with a registered method.
 
@@ -184,6 +186,11 @@ def unlearn(
         ``end_lr=0.0`` for cosine decay, ``weight_decay``).
       ckpt_every: checkpoint interval in steps (default: only at the end).
       stop_after: stop (with a checkpoint) once this step is reached, as if interrupted.
+      callback: ``callback(step, params)`` after each step in ``callback_steps`` (e.g. to audit
+        several step counts of one run: with the default constant learning rate the parameters
+        after ``k`` steps equal those of a ``k``-step run). The parameters are donated to the next
+        step: copy what you keep. Its time counts in ``seconds``.
+      callback_steps: the steps (1-based counts) at which ``callback`` is called.
 
     Returns:
       :class:`UnlearnResult` (``steps`` = the last step reached).
@@ -332,6 +339,8 @@ def unlearn(
                 history.append(record)
             else:
                 bar.step(done)
+            if callback is not None and done in callback_steps:
+                callback(done, state["params"])
             if ckpt is not None and (done == end or done % ckpt_every == 0):
                 meta = {
                     "data_iterator": checkpointing.encode_iterator_state(data_iter.get_state()),
