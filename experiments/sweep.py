@@ -280,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, flags = parse_command_line(argv, required=("workdir",))
         summary = run(config, os.path.abspath(flags["workdir"]))
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
+        msg = str(e).splitlines()[0] if str(e) else repr(e)
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     print(
         f"[sweep] chosen: {_fmt_point(summary['chosen']['point'])}, "

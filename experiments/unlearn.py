@@ -482,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, flags = parse_command_line(argv, required=("workdir",))
         job = prepare(config, flags["workdir"])
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
+        msg = str(e).splitlines()[0] if str(e) else repr(e)
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     run(job)
     print(f"[unlearn] results: {os.path.join(job.workdir, 'results.json')}", flush=True)

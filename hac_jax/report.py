@@ -627,7 +627,8 @@ def _load_npz(res: dict, run: dict) -> tuple[dict[str, np.ndarray] | None, str]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}, ""
     except (OSError, ValueError) as e:
-        return None, f"{rel} is unreadable ({str(e).splitlines()[0] if str(e) else e!r})"
+        msg = str(e).splitlines()[0] if str(e) else repr(e)
+        return None, f"{rel} is unreadable ({msg})"
 
 
 def _pick_arrays(
@@ -828,7 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         paths = write_report(args.results, args.out, title=args.title)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
+        msg = str(e).splitlines()[0] if str(e) else repr(e)
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     with open(paths["markdown"], encoding="utf-8") as f:
         print(f.read())

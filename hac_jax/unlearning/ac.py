@@ -167,8 +167,17 @@ def validate_derangement(cfg: Any) -> None:
         raise ValueError(f"index_shift must be >= 1, got {cfg.index_shift!r}")
 
 
+def validate_weights(cfg: Any, names: tuple[str, ...]) -> None:
+    """Loss weights must be finite and >= 0 (0 switches a term off)."""
+    for name in names:
+        value = float(cfg[name])
+        if not value >= 0 or value == float("inf"):
+            raise ValueError(f"{name} must be a finite weight >= 0, got {cfg[name]!r}")
+
+
 def _validate(cfg: Any) -> None:
     validate_derangement(cfg)
+    validate_weights(cfg, ("alpha", "beta"))
     if cfg.pos_reduction not in POS_REDUCTIONS:
         raise ValueError(
             f"pos_reduction must be one of {POS_REDUCTIONS}, got {cfg.pos_reduction!r}"

@@ -41,6 +41,7 @@ from hac_jax.unlearning.ac import (
     model_outputs,
     negative_calibration,
     validate_derangement,
+    validate_weights,
 )
 from hac_jax.unlearning.registry import register
 
@@ -257,6 +258,9 @@ def hac_loss_from_embeddings(
 
 def _validate(cfg: Any) -> None:
     validate_derangement(cfg)
+    validate_weights(
+        cfg, ("alpha", "beta", "lambda_ent0", "lambda_ec", "lambda_parent", "lambda_n", "lambda_nf")
+    )
     if cfg.parent_policy not in PARENT_POLICIES:
         raise ValueError(
             f"parent_policy must be one of {PARENT_POLICIES}, got {cfg.parent_policy!r}"
