@@ -186,9 +186,11 @@ def _validate(cfg: Any) -> None:
 
 @register(
     "ac",
+    # alpha / beta from the documented sweep (docs/SWEEP.md); lr and steps live in the experiment
+    # config (experiments/configs/unlearn.py, METHOD_OVERRIDES).
     defaults=dict(
-        alpha=1.0,
-        beta=1.0,
+        alpha=0.0,
+        beta=10.0,
         derangement="random",
         index_shift=1,
         pos_reduction="fraction",

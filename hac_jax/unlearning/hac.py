@@ -271,17 +271,19 @@ def _validate(cfg: Any) -> None:
 
 @register(
     "hac",
+    # alpha, beta, margin_d and lambda_n from the documented sweep (docs/SWEEP.md); lr and steps
+    # live in the experiment config (experiments/configs/unlearn.py, METHOD_OVERRIDES).
     defaults=dict(
-        alpha=1.0,
-        beta=1.0,
-        margin_d=1.0,
+        alpha=0.0,
+        beta=3.0,
+        margin_d=3.0,
         lambda_ent0=0.2,
         lambda_ec=1.0,
         delta=0.0,
         parent_policy="keep",
         lambda_parent=1.0,
         parent_stop_gradient=True,
-        lambda_n=1.0,
+        lambda_n=10.0,
         lambda_nf=0.0,
         r_f=0.0,
         derangement="random",
