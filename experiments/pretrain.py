@@ -17,12 +17,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hac_jax.config_utils import parse_command_line
+from hac_jax.config_utils import enable_compilation_cache, parse_command_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    enable_compilation_cache()
     from hac_jax import train
 
     try:

@@ -1,7 +1,7 @@
 """Report writer for unlearning experiments: tables, JSON and plots from ``results.json`` files.
 
 Reads one or more ``results.json`` written by ``experiments/unlearn.py`` (layout in
-``.notes/SCHEMA.md``: one file per pretrained model, one run per forget set x row x seed),
+docs/DESIGN.md "Unlearning results": one file per pretrained model, one run per forget set x row x seed),
 aggregates the runs over seeds and writes ``report.md`` (mean ± std tables, one per forget set),
 ``report.json`` (the aggregate) and PNG figures: concept x concept alignment matrices before and
 after unlearning, MERU distances to the origin of forget vs retain embeddings, and FA/RA against
@@ -161,7 +161,7 @@ def _validate(data: Any, path: str) -> None:
 
 
 def load_results(paths: Sequence[str]) -> list[dict]:
-    """Reads and validates ``results.json`` files (``.notes/SCHEMA.md``), in the order given.
+    """Reads and validates ``results.json`` files (docs/DESIGN.md "Unlearning results"), in the order given.
 
     Each returned dict is the file's content plus ``"_source"``: its absolute path (array files
     are relative to its directory). Required: ``model``, ``class_names``, ``runs`` and, per run,
@@ -816,6 +816,17 @@ def write_report(
     return {"markdown": md_path, "json": json_path, "plots": [p for _, p in figures]}
 
 
+def _section(markdown: str, heading: str) -> str:
+    """The part of ``markdown`` under ``heading`` up to the next heading of the same level."""
+    lines = markdown.splitlines()
+    if heading not in lines:
+        return markdown
+    start = lines.index(heading) + 1
+    level = heading.split(" ")[0] + " "
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith(level)), len(lines))
+    return "\n".join(lines[start:end]).strip() + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m hac_jax.report RESULTS.json [...] --out DIR [--title T]``; returns the exit
     status (2 with a one-line error on bad input)."""
@@ -825,6 +836,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", help="results.json files of experiments/unlearn.py")
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--title", default="Unlearning report")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="print only the result tables (the files are written in full)",
+    )
     args = parser.parse_args(argv)
     try:
         paths = write_report(args.results, args.out, title=args.title)
@@ -833,7 +849,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
     with open(paths["markdown"], encoding="utf-8") as f:
-        print(f.read())
+        text = f.read()
+    if args.tables_only:
+        text = _section(text, "## Results")
+    print(text)
     print(f"[report] markdown: {paths['markdown']}")
     print(f"[report] json: {paths['json']}")
     for p in paths["plots"]:

@@ -1,0 +1,48 @@
+"""The README main command end to end, shrunk (SMOKE=1: generated data, tiny models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _main(runs: pathlib.Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SMOKE": "1", "RUNS": str(runs)}
+    return subprocess.run(
+        ["bash", "scripts/main.sh"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_main_command_smoke_runs_the_comparison_and_reuses_runs(tmp_path):
+    runs = tmp_path / "runs"
+    first = _main(runs)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    for row in ("clip / original", "clip / retrain", "clip / ac", "meru / retrain", "meru / hac"):
+        # (SMOKE runs Retrain and AC / HAC only; the full command adds FT, GA and AC on MERU)
+        assert f"| {row} |" in out, out[-3000:]
+    report = runs / "main_report" / "report.md"
+    assert report.is_file() and f"report (tables, plots): {report}" in out.replace("//", "/")
+    for model in ("clip", "meru"):
+        res = json.loads((runs / f"main_{model}" / "results.json").read_text())
+        assert res["model"] == model and res["forget_sets"] == [["circle"]]
+        rows = {r["row"] for r in res["runs"]}
+        assert rows == {"original", "retrain", "hac" if model == "meru" else "ac"}
+    # Retrain is the pretraining recipe without the forgotten class
+    cfg = json.loads((runs / "retrain" / "meru_circle_s0" / "config.json").read_text())
+    assert cfg["data"]["exclude_classes"] == "circle"
+
+    second = _main(runs)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "[unlearn] cached: hac on ['circle'], seed 0" in second.stdout
+    assert "retrain meru without" not in second.stdout  # the Retrain model is reused
+    assert "[unlearn] hac on" not in second.stdout  # nothing is unlearned again
