@@ -1,7 +1,8 @@
 """Report writer for unlearning experiments: tables, JSON and plots from ``results.json`` files.
 
 Reads one or more ``results.json`` written by ``experiments/unlearn.py`` (layout in
-docs/DESIGN.md "Unlearning results": one file per pretrained model, one run per forget set x row x seed),
+docs/DESIGN.md "Unlearning results": one file per pretrained model, one run per forget set x row
+x seed),
 aggregates the runs over seeds and writes ``report.md`` (mean ± std tables, one per forget set),
 ``report.json`` (the aggregate) and PNG figures: concept x concept alignment matrices before and
 after unlearning, MERU distances to the origin of forget vs retain embeddings, and FA/RA against
@@ -161,7 +162,8 @@ def _validate(data: Any, path: str) -> None:
 
 
 def load_results(paths: Sequence[str]) -> list[dict]:
-    """Reads and validates ``results.json`` files (docs/DESIGN.md "Unlearning results"), in the order given.
+    """Reads and validates ``results.json`` files (docs/DESIGN.md "Unlearning results"), in the
+    order given.
 
     Each returned dict is the file's content plus ``"_source"``: its absolute path (array files
     are relative to its directory). Required: ``model``, ``class_names``, ``runs`` and, per run,

@@ -25,8 +25,8 @@ Metric names (:data:`METRIC_KEYS`, every one present on both geometries; fractio
 * ``dest_{own_class,sibling,parent,root,other}``: where the forget test images go among every
   concept of the hierarchy (:func:`hac_jax.audit.forgotten_destinations`).
 
-Arrays (:data:`ARRAY_KEYS`, the npz keys of docs/DESIGN.md "Unlearning results"): ``alignment_matrix``
-``(C, C)``, ``is_forget`` / ``labels`` ``(N,)`` of the test images, ``dest_top1_count`` and
+Arrays (:data:`ARRAY_KEYS`, the npz keys of docs/DESIGN.md "Unlearning results"):
+``alignment_matrix`` ``(C, C)``, ``is_forget`` / ``labels`` ``(N,)`` of the test images, ``dest_top1_count`` and
 ``concept_names`` ``(K,)`` and, MERU only, ``dist_origin_image`` / ``dist_origin_text`` ``(N,)``.
 """
 

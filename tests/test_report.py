@@ -1,4 +1,4 @@
-"""Tests of hac_jax.report on synthetic results.json files laid out as in docs/DESIGN.md "Unlearning results"."""
+"""Tests of hac_jax.report on synthetic results.json files (docs/DESIGN.md "Unlearning results")."""
 
 from __future__ import annotations
 
