@@ -26,8 +26,9 @@ Metric names (:data:`METRIC_KEYS`, every one present on both geometries; fractio
   concept of the hierarchy (:func:`hac_jax.audit.forgotten_destinations`).
 
 Arrays (:data:`ARRAY_KEYS`, the npz keys of docs/DESIGN.md "Unlearning results"):
-``alignment_matrix`` ``(C, C)``, ``is_forget`` / ``labels`` ``(N,)`` of the test images, ``dest_top1_count`` and
-``concept_names`` ``(K,)`` and, MERU only, ``dist_origin_image`` / ``dist_origin_text`` ``(N,)``.
+``alignment_matrix`` ``(C, C)``, ``is_forget`` / ``labels`` ``(N,)`` of the test images,
+``dest_top1_count`` and ``concept_names`` ``(K,)`` and, MERU only, ``dist_origin_image`` /
+``dist_origin_text`` ``(N,)``.
 """
 
 from __future__ import annotations
