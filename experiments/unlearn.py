@@ -466,8 +466,12 @@ def run(job: Job) -> dict[str, Any]:
     path = os.path.join(job.workdir, "results.json")
     write_atomic(path, json.dumps(results, indent=1, default=str) + "\n")
     if job.config.report:
+        columns = split_list(job.config.get("report_columns")) or report.DEFAULT_COLUMNS
         paths = report.write_report(
-            [path], os.path.join(job.workdir, "report"), title=str(job.config.title)
+            [path],
+            os.path.join(job.workdir, "report"),
+            title=str(job.config.title),
+            columns=tuple(columns),
         )
         with open(paths["markdown"]) as f:
             print(f.read(), flush=True)

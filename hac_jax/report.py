@@ -63,6 +63,24 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "dest_sibling",
 )
 
+# The hierarchy audit (E4): distances to the origin, cone membership, where forgotten images go.
+HIERARCHY_COLUMNS: tuple[str, ...] = (
+    "FA",
+    "RA",
+    "dist_origin_image_forget",
+    "dist_origin_text_forget",
+    "dist_origin_image_retain",
+    "cone_own_forget",
+    "cone_parent_forget",
+    "cone_own_retain",
+    "cone_parent_retain",
+    "dest_own_class",
+    "dest_sibling",
+    "dest_parent",
+    "dest_root",
+    "dest_other",
+)
+
 # Keys the report reads; other keys of the schema (pretrained, config, method, ...) are optional.
 REQUIRED_TOP: tuple[str, ...] = ("model", "class_names", "runs")
 REQUIRED_RUN: tuple[str, ...] = ("forget", "row", "seed", "metrics", "steps", "seconds", "examples")

@@ -29,6 +29,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from hac_jax.config_utils import parse_arg
+from hac_jax.report import HIERARCHY_COLUMNS
 
 MODELS = ("clip", "meru")
 EXPERIMENTS = ("e1", "e2", "e3", "e4", "main")
@@ -113,6 +114,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.retrain = ml_collections.ConfigDict(dict(config=placeholder(str), dir="runs/retrain"))
     config.cache_dir = "runs/unlearn_cache"  # finished runs, shared by the experiments
     config.report = True
+    # report columns (comma-separated metric names; empty: hac_jax.report.DEFAULT_COLUMNS)
+    config.report_columns = ",".join(HIERARCHY_COLUMNS) if arg.exp == "e4" else ""
     config.title = f"{arg.exp.upper()} unlearning on {arg.model.upper()}"
     config.data = data_config(arg.data)
     config.eval = ml_collections.ConfigDict(dict(batch_size=256))
