@@ -71,6 +71,7 @@ class Job:
     rows: list[Row]
     seeds: list[int]
     retrain_config: Any
+    model_hash: str = ""
 
 
 def split_list(text: Any, sep: str = ",") -> list[str]:
@@ -243,7 +244,18 @@ def prepare(config: Any, workdir: str) -> Job:
             f"the retrain config trains a {retrain_config.model.kind!r} model, not "
             f"{pre.config.kind!r}; set --config.retrain.config"
         )
-    return Job(config, workdir, pre, data, forget_sets, forget_ids, rows, seeds, retrain_config)
+    return Job(
+        config,
+        workdir,
+        pre,
+        data,
+        forget_sets,
+        forget_ids,
+        rows,
+        seeds,
+        retrain_config,
+        model_fingerprint(pre.params, pre.config),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,26 +263,27 @@ def prepare(config: Any, workdir: str) -> Job:
 # ----------------------------------------------------------------------------------------------
 
 
-def _fingerprint(path: str) -> list[Any]:
-    """Names, sizes and modification times of a model's files (a changed model = new runs)."""
-    path = os.path.abspath(path)
-    if os.path.isfile(path):
-        st = os.stat(path)
-        return [[os.path.basename(path), st.st_size, int(st.st_mtime)]]
-    out = []
-    for root, _, files in sorted(os.walk(path)):
-        for f in sorted(files):
-            st = os.stat(os.path.join(root, f))
-            out.append([os.path.relpath(os.path.join(root, f), path), st.st_size, int(st.st_mtime)])
-    return out
+def model_fingerprint(params: Any, model_cfg: Any) -> str:
+    """SHA-256 over a model's config and parameter values (names, dtypes, shapes, bytes): the
+    same model keeps its cached runs however its files were written; a changed one gets new
+    runs."""
+    import jax
+    import numpy as np
+
+    h = hashlib.sha256(repr(model_cfg).encode())
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def run_key(job: Job, row: Row, forget_ids: Sequence[int], seed: int) -> str:
     """Hash of everything that determines one run's results."""
     spec = {
         "audit": AUDIT_VERSION,
-        "pretrained": os.path.abspath(str(job.config.pretrained)),
-        "model": _fingerprint(str(job.config.pretrained)),
+        "model": job.model_hash,
         "data": _plain(job.config.data),
         "eval": _plain(job.config.eval),
         "forget": list(forget_ids),

@@ -372,8 +372,23 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
         data_iter.set_state(checkpointing.decode_iterator_state(meta["data_iterator"]))
         start = int(state["step"])
         logging.info("resumed from step %d", start)
-        if is_main:
+        if is_main and start < config.total_steps:
             print(f"[train] resumed from step {start} in {workdir}", flush=True)
+    export = os.path.join(workdir, "pretrained")
+    if start >= config.total_steps and _exported_step(export) == config.total_steps:
+        # A finished run: leave its export untouched (its files identify the model to caches
+        # downstream) and do not evaluate it again.
+        ckpt.close()
+        if is_main:
+            print(f"[train] complete at step {start}; exported model: {export}", flush=True)
+        return TrainResult(
+            params=state["params"],
+            model_cfg=job.model_cfg,
+            step=start,
+            history=[],
+            zero_shot=None,
+            export_dir=export,
+        )
 
     step_fn = jit_train_step(job, shardings)
     end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
@@ -461,6 +476,16 @@ def _sharding_rules(config: ml_collections.ConfigDict) -> list[tuple[str, tuple]
 def _level_weights(cfg: ml_collections.ConfigDict) -> dict[str, float] | None:
     levels = cfg.get("caption_levels")
     return None if levels is None else dict(levels)
+
+
+def _exported_step(export_dir: str) -> int | None:
+    """The training step recorded in an export's ``convert_info.json`` (``None``: no export)."""
+    path = os.path.join(export_dir, "convert_info.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        step = json.load(f).get("step")
+    return int(step) if step is not None else None
 
 
 def export_pretrained(params: Any, model_cfg: Any, workdir: str, step: int) -> str:

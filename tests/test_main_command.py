@@ -44,5 +44,6 @@ def test_main_command_smoke_runs_the_comparison_and_reuses_runs(tmp_path):
     second = _main(runs)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "[unlearn] cached: hac on ['circle'], seed 0" in second.stdout
+    assert "[train] complete at step 6" in second.stdout  # pretraining is not redone
     assert "retrain meru without" not in second.stdout  # the Retrain model is reused
     assert "[unlearn] hac on" not in second.stdout  # nothing is unlearned again
