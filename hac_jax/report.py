@@ -258,9 +258,20 @@ def aggregate(results: list[dict], metrics: Sequence[str] | None = None) -> list
     forget_order: dict[tuple[str, ...], int] = {}
     row_order: dict[str, int] = {}
     groups: dict[tuple[str, tuple[str, ...], str], list[dict]] = {}
+    seen: dict[tuple, dict] = {}
     for res in results:
         for run in res["runs"]:
             forget = tuple(run["forget"])
+            # Experiments share runs (E4's rows are E1's): the same run in two files counts once.
+            ident = (res["model"], forget, run["row"], run["seed"])
+            if ident in seen:
+                if seen[ident]["metrics"] != run["metrics"]:
+                    raise ValueError(
+                        f"{res.get('_source', 'results')}: {run['row']} on {list(forget)} seed "
+                        f"{run['seed']} differs from the same run in another file"
+                    )
+                continue
+            seen[ident] = run
             forget_order.setdefault(forget, len(forget_order))
             row_order.setdefault(run["row"], len(row_order))
             groups.setdefault((res["model"], forget, run["row"]), []).append(run)
@@ -857,13 +868,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--title", default="Unlearning report")
     parser.add_argument(
+        "--columns",
+        default="",
+        help="comma-separated metrics for the tables ('hierarchy': the E4 set; default: the "
+        "standard set)",
+    )
+    parser.add_argument(
         "--tables-only",
         action="store_true",
         help="print only the result tables (the files are written in full)",
     )
     args = parser.parse_args(argv)
     try:
-        paths = write_report(args.results, args.out, title=args.title)
+        if args.columns == "hierarchy":
+            columns = HIERARCHY_COLUMNS
+        elif args.columns:
+            columns = tuple(c.strip() for c in args.columns.split(",") if c.strip())
+        else:
+            columns = DEFAULT_COLUMNS
+        paths = write_report(args.results, args.out, title=args.title, columns=columns)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else repr(e)
         print(f"error: {msg}", file=sys.stderr)

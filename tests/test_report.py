@@ -480,3 +480,19 @@ def test_cli_success_in_process(two_models, tmp_path, capsys):
     assert f"[report] plot: {out / 'align_0_clip_f0_sneaker.png'}" in printed
     assert printed.count("[report] plot: ") == 1  # one k: no accuracy-vs-k figure
     assert "## Skipped" not in printed
+
+
+def test_a_run_shared_by_two_files_counts_once(two_models, tmp_path):
+    (meru_path,) = [p for p in two_models["paths"] if "meru" in json.load(open(p))["model"]]
+    data = json.load(open(meru_path))
+    subset = dict(data, runs=[r for r in data["runs"] if r["row"] in ("original", "hac")])
+    copy = tmp_path / "subset.json"
+    _write_json(copy, subset)
+    base = report.aggregate(report.load_results([meru_path]))
+    both = report.aggregate(report.load_results([meru_path, str(copy)]))
+    assert both == base  # the subset's runs are the same runs, not new seeds
+    bad = json.loads(json.dumps(subset))
+    bad["runs"][-1]["metrics"]["FA"] = 0.123456
+    _write_json(copy, bad)
+    with pytest.raises(ValueError, match="differs from the same run in another file"):
+        report.aggregate(report.load_results([meru_path, str(copy)]))
