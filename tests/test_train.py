@@ -185,6 +185,21 @@ def test_smoke_pretraining_run(kind, data_dir, tmp_path_factory):
     assert json.loads((workdir / "config.json").read_text())["model"]["kind"] == kind
 
 
+def test_a_finished_run_is_left_as_it_is(data_dir, tmp_path_factory, capsys):
+    from hac_jax import train
+
+    workdir, _ = _smoke_run("clip", data_dir, tmp_path_factory)
+    export = workdir / "pretrained"
+    before = {p: p.stat().st_mtime_ns for p in export.rglob("*") if p.is_file()}
+    n_eval = len(progress.read_metrics(workdir, "eval"))
+    again = train.train(_smoke_config("clip", data_dir), workdir)
+    assert "complete at step 4" in capsys.readouterr().out
+    assert again.export_dir == str(export) and again.zero_shot is None
+    # not re-exported (the files identify the model downstream) and not re-evaluated
+    assert {p: p.stat().st_mtime_ns for p in export.rglob("*") if p.is_file()} == before
+    assert len(progress.read_metrics(workdir, "eval")) == n_eval
+
+
 def test_resume_after_interruption_matches_uninterrupted_run(data_dir, tmp_path_factory, tmp_path):
     from hac_jax import train
 

@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval_steps = [2, 4]
         config.batch_size = 8
         config.eval_batch_size = 32
-        config.grid = {"lr": [1e-4], "alpha": [1.0, 2.0]}
+        config.grid = {"lr": [1e-4], "alpha": [1.0]}
         config.data.max_examples = 320 if arg.data == "fashion_mnist" else None
         config.data.shapes.train_per_class = 16
         config.data.shapes.test_per_class = 4
