@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -101,14 +100,10 @@ def load_data(cfg: Any) -> Any:
 
 def write_atomic(path: str, text: str | bytes) -> None:
     """Writes ``path`` through a temporary file in the same folder (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp_")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from hac_jax.report import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
+        f.write(text)
 
 
 def slug(names: Sequence[str]) -> str:
@@ -367,7 +362,7 @@ def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
     """One (forget set, row, seed) run, from the cache or computed and then cached."""
     import numpy as np
 
-    from hac_jax import audit
+    from hac_jax import audit, report
     from hac_jax.unlearning.loop import unlearn
     from hac_jax.unlearning_audit import audit_model
 
@@ -429,14 +424,8 @@ def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
         "audit_seconds": time.perf_counter() - t0,
     }
     os.makedirs(cache, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp_", suffix=".npz")
-    os.close(fd)
-    try:
+    with report.atomic_path(arr_path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **result.arrays)
-        os.replace(tmp, arr_path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     write_atomic(rec_path, json.dumps(rec, indent=1) + "\n")
     return {**rec, "row": row.name, "_arrays": arr_path}
 

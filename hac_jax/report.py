@@ -431,7 +431,7 @@ def markdown_tables(agg: list[dict], columns: Sequence[str] = DEFAULT_COLUMNS) -
 
 
 @contextlib.contextmanager
-def _atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """Yields a temporary path next to ``path``; renamed onto ``path`` when the block succeeds,
     removed when it fails (so a reader never sees a half-written file)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -451,7 +451,7 @@ def _atomic_path(path: str, suffix: str = "") -> Iterator[str]:
 
 
 def _write_text(path: str, text: str) -> str:
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     return path
@@ -461,7 +461,7 @@ def _save_figure(fig: Any, path: str) -> str:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"directory {parent!r} for the plot does not exist")
-    with _atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path
 
