@@ -79,23 +79,12 @@ def split_list(text: Any, sep: str = ",") -> list[str]:
 
 
 def load_data(cfg: Any) -> Any:
-    """The prepared data set of an unlearning config's ``data`` block."""
-    from hac_jax import data as hdata
+    """The prepared data set of an unlearning config's ``data`` block: ``fashion_mnist``,
+    ``shapes`` or ``prepared`` (any tfds directory, e.g. from ``prepare_image_folder``), the same
+    loaders pretraining uses (:func:`hac_jax.train.load_data`)."""
+    from hac_jax import train
 
-    if cfg.name == "fashion_mnist":
-        return hdata.prepare_fashion_mnist(
-            cfg.source_dir, cfg.data_dir, max_examples=cfg.max_examples
-        )
-    if cfg.name == "shapes":
-        s = cfg.shapes
-        return hdata.prepare_shapes(
-            cfg.data_dir,
-            image_size=s.image_size,
-            train_per_class=s.train_per_class,
-            test_per_class=s.test_per_class,
-            seed=s.seed,
-        )
-    raise ValueError(f"unknown data set {cfg.name!r}; choose fashion_mnist or shapes")
+    return train.load_data(cfg)
 
 
 def write_atomic(path: str, text: str | bytes) -> None:

@@ -71,9 +71,10 @@ def data_config(name: str) -> ml_collections.ConfigDict:
     """Where the unlearning data come from (shared by the unlearning and sweep configs)."""
     return ml_collections.ConfigDict(
         dict(
-            name=name,  # fashion_mnist | shapes
+            name=name,  # fashion_mnist | shapes | prepared
             source_dir="/usr/share/datasets/fashion-mnist",
             data_dir=placeholder(str),
+            path=placeholder(str),  # name=prepared: a prepared tfds version directory
             max_examples=placeholder(int),
             shapes=dict(image_size=32, train_per_class=64, test_per_class=16, seed=0),
         )
