@@ -287,8 +287,11 @@ def _cache_dir(job: Job) -> str:
 
 
 def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, Any]]:
-    """Retrain on the retain classes with the pretraining recipe (cached by forget set and seed);
-    returns the parameters and their cost."""
+    """Retrain on the retain classes with the pretraining recipe; returns the parameters and
+    their cost. The run lives in ``<retrain.dir>/<kind>_<forget>_s<seed>_<key>``, ``key`` the
+    fingerprint of everything that determines it (:func:`hac_jax.train.run_fingerprint`:
+    settings, classes, data, compiled step), so a finished Retrain is reused exactly when it is
+    the same computation, and an interrupted one resumes from its checkpoints."""
     from hac_jax import train
     from hac_jax.models.pretrained import load_pretrained
 
@@ -296,55 +299,31 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
     with cfg.unlocked():
         cfg.seed = int(seed)
         cfg.data.exclude_classes = ",".join(names)
+        cfg.eval.zero_shot = False  # the audit evaluates it
     kind = job.pretrained.config.kind
-    root = job.config.retrain.dir or os.path.join(job.workdir, "retrain")
-    workdir = os.path.join(os.path.abspath(root), f"{kind}_{slug(names)}_s{seed}")
-    cfg_path = os.path.join(workdir, "config.json")
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            old = json.load(f)
-        new = json.loads(json.dumps(cfg.to_dict(), default=str))
-        if old != new:
-            raise ValueError(
-                f"{workdir} holds a Retrain run of another config; remove it or set "
-                "--config.retrain.dir"
-            )
+    root = os.path.abspath(job.config.retrain.dir or os.path.join(job.workdir, "retrain"))
+    tjob = train.prepare(cfg, os.path.join(root, "_pending"))
+    key = train.run_fingerprint(tjob)["key"]
+    workdir = os.path.join(root, f"{kind}_{slug(names)}_s{seed}_{key[:12]}")
+    tjob.workdir = workdir
     export = os.path.join(workdir, "pretrained")
     cost_path = os.path.join(workdir, "cost.json")
-    if not os.path.isdir(export):
+    if not os.path.exists(cost_path):
         print(f"[unlearn] retrain {kind} without {names}, seed {seed}: {workdir}", flush=True)
         t0 = time.perf_counter()
-        train.train(cfg, workdir)
+        train.run(tjob)
+        examples = int(cfg.total_steps) * int(cfg.batch_size)
         cost = {
             "steps": int(cfg.total_steps),
-            "examples": int(cfg.total_steps) * int(cfg.batch_size),
+            "examples": examples,
+            "forward_examples": examples,
+            "backward_examples": examples,
             "seconds": time.perf_counter() - t0,
         }
         write_atomic(cost_path, json.dumps(cost) + "\n")
-    if os.path.exists(cost_path):
-        with open(cost_path) as f:
-            cost = json.load(f)
-    else:  # trained by `experiments.pretrain` directly: the logged training-step times
-        cost = {
-            "steps": int(cfg.total_steps),
-            "examples": int(cfg.total_steps) * int(cfg.batch_size),
-            "seconds": _logged_seconds(os.path.join(workdir, "metrics.jsonl")),
-        }
+    with open(cost_path) as f:
+        cost = json.load(f)
     return load_pretrained(export).params, cost
-
-
-def _logged_seconds(path: str) -> float:
-    """Training seconds from a ``metrics.jsonl``: sum of ``s_per_step`` x steps per record."""
-    total, last = 0.0, 0
-    if not os.path.exists(path):
-        return float("nan")
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec.get("kind") == "train" and "s_per_step" in rec:
-                total += rec["s_per_step"] * (rec["step"] - last)
-                last = rec["step"]
-    return total
 
 
 def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
@@ -115,6 +115,8 @@ def load_data(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
     """Prepares (once) and opens the data set named by ``cfg.name`` (``fashion_mnist`` from the
     IDX files in ``cfg.source_dir``, the generated ``shapes``, or a ``prepared`` tfds directory
     ``cfg.path``); prepared copies go to ``cfg.data_dir`` (default: ``$HAC_JAX_DATA_DIR``).
+    Splits that fit are held in memory; ``cfg.val_fraction > 0`` carves the validation split
+    ``val`` out of ``train`` (per class, seeded by ``cfg.val_seed``), which nothing trains on.
 
     Raises ``FileNotFoundError`` when the configured source directory does not exist.
     """
@@ -122,7 +124,13 @@ def load_data(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
         raise ValueError(f"unknown data set {cfg.name!r}; choose one of {list(_DATASETS)}")
     if cfg.get("data_dir") and os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
         raise NotADirectoryError(f"data.data_dir {cfg.data_dir!r} is a file, not a directory")
-    return _DATASETS[cfg.name](cfg)
+    fraction = float(cfg.get("val_fraction") or 0.0)
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction}")
+    data = _DATASETS[cfg.name](cfg).in_memory()
+    if fraction > 0:
+        data = data.with_validation(fraction, int(cfg.get("val_seed") or 0))
+    return data
 
 
 def build_model_config(config: ml_collections.ConfigDict) -> Any:
@@ -193,33 +201,30 @@ def _strong_types(tree: Any) -> Any:
     return jax.tree.map(lambda x: x.astype(x.dtype), tree)
 
 
-def create_train_state(
-    model: Any,
-    model_cfg: Any,
-    tx: optax.GradientTransformation,
-    rng: jax.Array,
-    mesh: jax.sharding.Mesh,
-    rules: Any = (),
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Initialises ``{"step", "params", "opt_state", "rng"}`` directly on its shardings
-    (parameters by the ``(regex, PartitionSpec)`` ``rules``, the optimizer state like its
-    parameters, everything else replicated).
-
-    Returns ``(state, shardings)`` with the same structure.
-    """
+def _init_fns(model: Any, model_cfg: Any, tx: optax.GradientTransformation):
+    """``(init_params(rng) -> params, init_opt(params) -> opt_state)``, strongly typed."""
     from hac_jax.models import dummy_inputs
 
-    init_rng, state_rng = jax.random.split(rng)
     images, tokens = dummy_inputs(model_cfg)
 
     def init_params(r):
         return _strong_types(model.init(r, images, tokens)["params"])
 
-    abstract = jax.eval_shape(init_params, init_rng)
-    params_sh = sharding.param_shardings(abstract, mesh, rules)
-    params = jax.jit(init_params, out_shardings=params_sh)(init_rng)
+    def init_opt(p):
+        return _strong_types(tx.init(p))
+
+    return init_params, init_opt
+
+
+def state_shardings(
+    abstract_params: Any, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, rules: Any = ()
+) -> dict[str, Any]:
+    """Shardings of ``{"step", "params", "opt_state", "rng"}``: parameters by the
+    ``(regex, PartitionSpec)`` ``rules``, the optimizer state like its parameters, everything
+    else replicated."""
+    params_sh = sharding.param_shardings(abstract_params, mesh, rules)
     rep = sharding.replicated(mesh)
-    abstract_opt = jax.eval_shape(tx.init, abstract)
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
     opt_sh = optax.tree_map_params(
         tx,
         lambda _, s: s,
@@ -233,14 +238,35 @@ def create_train_state(
         opt_sh,
         is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, optax.MaskedNode)),
     )
-    opt_state = jax.jit(lambda p: _strong_types(tx.init(p)), out_shardings=opt_sh)(params)
+    return {"step": rep, "params": params_sh, "opt_state": opt_sh, "rng": rep}
+
+
+def create_train_state(
+    model: Any,
+    model_cfg: Any,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    mesh: jax.sharding.Mesh,
+    rules: Any = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Initialises ``{"step", "params", "opt_state", "rng"}`` directly on its shardings
+    (:func:`state_shardings`).
+
+    Returns ``(state, shardings)`` with the same structure.
+    """
+    init_rng, state_rng = jax.random.split(rng)
+    init_params, init_opt = _init_fns(model, model_cfg, tx)
+    abstract = jax.eval_shape(init_params, init_rng)
+    shardings = state_shardings(abstract, tx, mesh, rules)
+    params = jax.jit(init_params, out_shardings=shardings["params"])(init_rng)
+    opt_state = jax.jit(init_opt, out_shardings=shardings["opt_state"])(params)
+    rep = shardings["step"]
     state = {
         "step": jax.device_put(jnp.asarray(0, jnp.int32), rep),
         "params": params,
         "opt_state": opt_state,
         "rng": jax.device_put(state_rng, rep),
     }
-    shardings = {"step": rep, "params": params_sh, "opt_state": opt_sh, "rng": rep}
     return state, shardings
 
 
@@ -253,6 +279,79 @@ def jit_train_step(job: Job, shardings: Any):
         out_shardings=(shardings, sharding.replicated(job.mesh)),
         donate_argnums=0,
     )
+
+
+# Config entries that do not change what a run computes: where it logs and how often, how it
+# checkpoints, what it evaluates afterwards, where files live (their content is fingerprinted
+# instead), and the class filter (recorded as the class ids it resolves to).
+NON_DETERMINING_KEYS = (
+    "log_every",
+    "ckpt",
+    "eval",
+    "distributed",
+    "num_devices",
+    "data.name",
+    "data.data_dir",
+    "data.source_dir",
+    "data.path",
+    "data.max_examples",
+    "data.worker_count",
+    "data.test_split",
+    "data.exclude_classes",
+    "data.shapes",
+)
+
+
+def _without(config: Mapping[str, Any], dotted: Sequence[str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(config, default=str))
+    for key in dotted:
+        *parents, last = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def run_fingerprint(job: Job) -> dict[str, Any]:
+    """What determines a pretraining run's result, each part fingerprinted
+    (:mod:`hac_jax.fingerprint`): the settings (the config without
+    :data:`NON_DETERMINING_KEYS`), the classes trained on, the data's content, the compiled
+    initialisation and train step (StableHLO) and the first batch. ``key`` hashes them all: equal
+    keys mean the same computation on the same data."""
+    from hac_jax import fingerprint as fp
+
+    config = job.config
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, _ = jax.random.split(rng)
+    init_params, _ = _init_fns(job.model, job.model_cfg, job.tx)
+    abstract = jax.eval_shape(init_params, init_rng)
+    shardings = state_shardings(abstract, job.tx, job.mesh, _sharding_rules(config))
+    first = job.loader[0]
+    abstract_state = {
+        "step": jax.ShapeDtypeStruct((), jnp.int32),
+        "params": abstract,
+        "opt_state": jax.eval_shape(job.tx.init, abstract),
+        "rng": jax.eval_shape(lambda r: jax.random.split(r)[1], rng),
+    }
+    abstract_batch = {
+        k: jax.ShapeDtypeStruct((config.batch_size, *first[k].shape[1:]), first[k].dtype)
+        for k in _BATCH_KEYS
+    }
+    parts = {
+        "settings": fp.settings_fingerprint(_without(config.to_dict(), NON_DETERMINING_KEYS)),
+        "train_classes": "all" if job.train_classes is None else list(job.train_classes),
+        "data": fp.data_fingerprint(job.data),
+        "init": fp.program_fingerprint(
+            jax.jit(init_params, out_shardings=shardings["params"]).lower(init_rng)
+        ),
+        "step": fp.program_fingerprint(
+            jit_train_step(job, shardings).lower(abstract_state, abstract_batch)
+        ),
+        "first_batch": fp.batch_fingerprint({k: first[k] for k in _BATCH_KEYS}),
+    }
+    return {"key": fp.combine(parts), **parts}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,6 +389,7 @@ class Job:
     loader: hdata.Loader
     tx: optax.GradientTransformation
     schedule: optax.Schedule
+    train_classes: tuple[int, ...] | None = None  # None: every class
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Job:
@@ -319,12 +419,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
     from hac_jax.models import build_model
 
     model = build_model(model_cfg)
+    train_classes = _train_classes(config.data, data.hierarchy)
     loader = hdata.make_loader(
         data,
         config.data.train_split,
         batch_size=config.batch_size,
         seed=config.seed,
-        classes=_train_classes(config.data, data.hierarchy),
+        classes=train_classes,
         caption_levels=_level_weights(config.data),
         context_length=model_cfg.text.context_length,
         image_size=model_cfg.vision.image_size,  # resized only where the data differ
@@ -336,7 +437,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
     tx, schedule = optim.make_optimizer(config.optim, abstract, config.total_steps)
     # Check the sharding rules against the real shapes now rather than after data loading.
     sharding.param_shardings(abstract, mesh, _sharding_rules(config))
-    return Job(config, workdir, data, model_cfg, model, mesh, loader, tx, schedule)
+    return Job(config, workdir, data, model_cfg, model, mesh, loader, tx, schedule, train_classes)
 
 
 def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
@@ -350,10 +451,29 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
     """
     config, workdir, mesh = job.config, job.workdir, job.mesh
     is_main = jax.process_index() == 0
+    fingerprint = run_fingerprint(job)
+    fp_path = os.path.join(workdir, FINGERPRINT_FILE)
+    old = _read_json(fp_path)
+    if old is not None and old.get("key") != fingerprint["key"]:
+        if _exported_step(os.path.join(workdir, "pretrained")) == config.total_steps:
+            # A finished run of other settings or code: keep it as it is (downstream caches key
+            # on its parameters), and say so.
+            print(
+                f"[train] note: {workdir} holds a finished run computed differently "
+                f"({FINGERPRINT_FILE}: {_differing(old, fingerprint)}); kept as it is",
+                flush=True,
+            )
+            fingerprint = old
+        else:
+            raise ValueError(
+                f"workdir {workdir!r} holds an unfinished run of other settings or code "
+                f"({FINGERPRINT_FILE} differs in {_differing(old, fingerprint)}); use a fresh "
+                "workdir"
+            )
     if is_main:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(_config_json(config))
+        write_text_atomic(os.path.join(workdir, "config.json"), _config_json(config))
+        write_text_atomic(fp_path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
     state, shardings = create_train_state(
         job.model,
         job.model_cfg,
@@ -476,6 +596,28 @@ def _sharding_rules(config: ml_collections.ConfigDict) -> list[tuple[str, tuple]
 def _level_weights(cfg: ml_collections.ConfigDict) -> dict[str, float] | None:
     levels = cfg.get("caption_levels")
     return None if levels is None else dict(levels)
+
+
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def _read_json(path: str) -> Any:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if k != "key" and a.get(k) != b.get(k))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``path`` through a temporary file in its folder (never half-written)."""
+    from hac_jax.report import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def _exported_step(export_dir: str) -> int | None:

@@ -154,7 +154,9 @@ def test_retrain_runs_the_pretraining_recipe_on_the_retain_classes(data_dir, tmp
     res = json.loads((workdir / "results.json").read_text())
     retrain = [r for r in res["runs"] if r["row"] == "retrain"]
     assert len(retrain) == 1
-    run_dir = workdir / "retrain" / "meru_circle_s0"
+    (run_dir,) = (workdir / "retrain").glob("meru_circle_s0_*")  # named by its fingerprint
+    fingerprint = json.loads((run_dir / "fingerprint.json").read_text())
+    assert run_dir.name.endswith(fingerprint["key"][:12])
     cfg = json.loads((run_dir / "config.json").read_text())
     base = json.loads((pre_dir / "config.json").read_text())
     assert cfg["data"]["exclude_classes"] == "circle"

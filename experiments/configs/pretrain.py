@@ -70,6 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_examples=placeholder(int),  # keep the first N records per split
             caption_levels={"class": 0.6, "class_in_group": 0.2, "group": 0.2, "root": 0.0},
             train_split="train",
+            # Per-class share of train held out as the validation split "val" (never trained
+            # on; every tuning choice and stopping rule reads it, the test split is for reports).
+            val_fraction=0.1,
+            val_seed=0,
             exclude_classes="",  # comma-separated concepts left out (Retrain: the forget set)
             test_split="test",
             worker_count=0,

@@ -76,6 +76,8 @@ def data_config(name: str) -> ml_collections.ConfigDict:
             data_dir=placeholder(str),
             path=placeholder(str),  # name=prepared: a prepared tfds version directory
             max_examples=placeholder(int),
+            val_fraction=0.1,  # the validation split carved from train (as in pretraining)
+            val_seed=0,
             shapes=dict(image_size=32, train_per_class=64, test_per_class=16, seed=0),
         )
     )

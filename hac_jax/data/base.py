@@ -31,7 +31,9 @@ from hac_jax.data.hierarchy import Hierarchy
 
 __all__ = [
     "DATA_DIR_ENV",
+    "ArraySource",
     "HierDataset",
+    "SubsetSource",
     "LocalBuilder",
     "default_data_dir",
     "hierarchy_info",
@@ -42,6 +44,9 @@ __all__ = [
 DATA_DIR_ENV = "HAC_JAX_DATA_DIR"
 FILE_FORMAT = "array_record"
 _LABELS_FILE = "hac_jax_labels-{split}.npy"
+_IMAGES_FILE = "hac_jax_images-{split}.npy"
+# Splits whose decoded images take at most this many bytes are held in memory (``in_memory``).
+IN_MEMORY_MAX_BYTES = 1 << 30
 
 
 def default_data_dir() -> str:
@@ -106,6 +111,84 @@ def example_record(hierarchy: Hierarchy, image: np.ndarray, label: int, key: str
     }
 
 
+class ArraySource:
+    """A split held in memory: random access like a tfds data source, plus a batched
+    :meth:`read` that is plain array indexing (no per-record decoding).
+
+    Shapes: ``images (N, H, W, C) uint8``, ``labels (N,) int32``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        if images.ndim != 4 or labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"need images (N, H, W, C) and labels (N,), got {images.shape} and {labels.shape}"
+            )
+        self.images, self.labels = images, np.asarray(labels, np.int32)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": self.images[index], "label": int(self.labels[index])}
+
+    def __getitems__(self, indices: Any) -> list[dict[str, Any]]:
+        return [self[int(i)] for i in indices]
+
+    def read(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(B,) record ids -> (images (B, H, W, C) uint8, labels (B,) int32)``."""
+        idx = np.asarray(indices, np.int64)
+        return self.images[idx], self.labels[idx]
+
+
+class SubsetSource:
+    """The records ``ids`` of another source, renumbered ``0 .. len(ids) - 1`` (a split carved
+    out of another one, e.g. the validation split out of train)."""
+
+    def __init__(self, parent: Any, ids: np.ndarray, labels: np.ndarray):
+        self.parent, self.ids = parent, np.asarray(ids, np.int64)
+        self.labels = np.asarray(labels, np.int32)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.parent[int(self.ids[index])]
+
+    def __getitems__(self, indices: Any) -> list[dict[str, Any]]:
+        return self.parent.__getitems__([int(self.ids[int(i)]) for i in indices])
+
+    def read(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`ArraySource.read` (only when the parent can read in batches)."""
+        return self.parent.read(self.ids[np.asarray(indices, np.int64)])
+
+
+def read_batch(source: Any, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (B, H, W, C) uint8, labels (B,) int32)`` of records ``indices`` of any source:
+    array indexing where the source holds arrays, one ``__getitems__`` decode otherwise."""
+    if hasattr(source, "read") and (
+        not isinstance(source, SubsetSource) or hasattr(source.parent, "read")
+    ):
+        return source.read(indices)
+    records = source.__getitems__([int(i) for i in indices])
+    images = np.stack([np.asarray(r["image"]) for r in records])
+    return images, np.asarray([r["label"] for r in records], np.int32)
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Record ids of a per-class ``fraction`` of ``labels`` (at least one per class with two or
+    more records), drawn with ``seed``; sorted. Shapes: ``(N,) -> (M,)`` int64."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A11D]))
+    picked = []
+    for c in np.unique(labels):
+        ids = np.flatnonzero(labels == c)
+        n = int(round(fraction * ids.size))
+        n = min(max(n, 1), ids.size - 1) if ids.size >= 2 else 0
+        picked.append(rng.permutation(ids)[:n])
+    return np.sort(np.concatenate(picked)).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class HierDataset:
     """A prepared hierarchical data set: random-access sources per split plus its hierarchy.
@@ -147,6 +230,9 @@ class HierDataset:
         if split in self._label_cache:
             return self._label_cache[split]
         src = self.source(split)
+        if isinstance(getattr(src, "labels", None), np.ndarray):  # in memory / carved splits
+            self._label_cache[split] = src.labels
+            return src.labels
         cache = os.path.join(self.path, _LABELS_FILE.format(split=split))
         labels = None
         if os.path.isfile(cache):
@@ -171,6 +257,57 @@ class HierDataset:
             )
         self._label_cache[split] = labels
         return labels
+
+    def in_memory(self, max_bytes: int = IN_MEMORY_MAX_BYTES) -> HierDataset:
+        """The same data set with every split of at most ``max_bytes`` decoded images held in
+        memory (:class:`ArraySource`): a batch is then one array index instead of a decode per
+        record. The decoded arrays are cached beside the records (a ``.npy`` per split, written
+        atomically) so later processes load them in milliseconds."""
+        sources = {}
+        for split, src in self.sources.items():
+            n = len(src)
+            if isinstance(src, ArraySource) or n * int(np.prod(self.image_shape)) > max_bytes:
+                sources[split] = src
+                continue
+            labels = self.labels(split)
+            cache = os.path.join(self.path, _IMAGES_FILE.format(split=split))
+            images = None
+            if os.path.isfile(cache):
+                images = np.load(cache, mmap_mode=None)
+                if images.shape != (n, *self.image_shape):
+                    images = None  # stale: the split was rebuilt
+            if images is None:
+                images = np.empty((n, *self.image_shape), np.uint8)
+                for start in range(0, n, 4096):
+                    idx = list(range(start, min(start + 4096, n)))
+                    for j, r in zip(idx, src.__getitems__(idx), strict=True):
+                        images[j] = np.asarray(r["image"]).reshape(self.image_shape)
+                try:
+                    tmp = f"{cache}.tmp{os.getpid()}.npy"
+                    np.save(tmp, images)
+                    os.replace(tmp, cache)
+                except OSError as e:  # read-only data directory: keep them in memory only
+                    logging.info("could not cache images at %s: %s", cache, e)
+            sources[split] = ArraySource(images, labels)
+        return dataclasses.replace(self, sources=sources, _label_cache={})
+
+    def with_validation(
+        self, fraction: float, seed: int = 0, *, split: str = "train", name: str = "val"
+    ) -> HierDataset:
+        """The same data set with a validation split carved out of ``split``: a per-class
+        ``fraction`` of its records (seeded, :func:`stratified_holdout`) becomes split ``name``
+        and ``split`` keeps the rest. Nothing trains on the carved records, so tuning and
+        stopping rules can read them as unseen data while the test split stays for reporting."""
+        if name in self.sources:
+            raise ValueError(f"{self.name} already has a split {name!r}")
+        labels = self.labels(split)
+        held = stratified_holdout(labels, fraction, seed)
+        kept = np.setdiff1d(np.arange(labels.size), held)
+        parent = self.source(split)
+        sources = dict(self.sources)
+        sources[split] = SubsetSource(parent, kept, labels[kept])
+        sources[name] = SubsetSource(parent, held, labels[held])
+        return dataclasses.replace(self, sources=sources, _label_cache={})
 
     def example(self, split: str, index: int) -> dict[str, Any]:
         """One decoded record (numpy image, int labels, ``key`` as bytes)."""

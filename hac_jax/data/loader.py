@@ -1,14 +1,16 @@
 """Batches from prepared data sets with grain: deterministic, per-host sharded, filterable, mixable.
 
-Pipeline (all ``grain.MapDataset``, so any step's batch can be rebuilt by index):
+Pipeline (a ``grain.MapDataset`` of batches, so any step's batch can be rebuilt by index):
 
 1. the record ids of a split, optionally only those of some classes;
-2. ``shuffle(seed)`` -- a global permutation, different in each epoch (grain reseeds per epoch);
+2. per epoch ``e``, a permutation of them drawn from ``(seed, stream, e)`` (record order when
+   shuffling is off);
 3. this host's share: ``[shard_index::shard_count]`` of the permutation (``ShardOptions``; default
    :func:`host_shard_options`, i.e. ``jax.process_index()`` of ``jax.process_count()``), cut to
    the same length on every host when ``drop_remainder`` so hosts step in lockstep;
-4. ``batch`` of record ids, then one read per batch (``__getitems__``) that decodes images and
-   draws captions, then ``repeat(num_epochs)``.
+4. batch ``k`` of epoch ``e`` = the ``k``-th run of ``B`` ids of that share (one array slice, no
+   per-record work), then one read per batch that decodes images (an array index for
+   in-memory splits) and draws captions.
 
 Batches (numpy, process-local, leading dimension = per-host batch)::
 
@@ -23,6 +25,7 @@ Captions are drawn per example from ``(seed, epoch, index)`` (see
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -31,7 +34,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from hac_jax.data.base import HierDataset
+from hac_jax.data.base import HierDataset, read_batch
 from hac_jax.data.captions import CaptionBank
 
 __all__ = ["Loader", "host_shard_options", "make_loader", "make_mixed_loader", "select_records"]
@@ -45,9 +48,8 @@ def host_shard_options(drop_remainder: bool = True) -> grain.sharding.ShardOptio
 
 
 def _derived_seed(seed: int, stream: int) -> int:
-    """A 32-bit seed for grain's shuffle, different per stream and far from ``seed + epoch``
-    (grain uses ``seed + epoch`` for epoch ``epoch``, so raw neighbouring seeds would repeat
-    each other's orders one epoch apart)."""
+    """A 32-bit seed per (seed, stream), so that the forget and retain streams of one loader and
+    neighbouring seeds never share an order."""
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
@@ -67,16 +69,6 @@ def select_records(
         names = [data.hierarchy.classes[i] for i in wanted]
         raise ValueError(f"{data.name} split {split!r} has no examples of classes {names}")
     return ids
-
-
-class _TagEpoch:
-    """(position in the repeated stream, record id) -> (epoch, record id)."""
-
-    def __init__(self, epoch_length: int):
-        self.epoch_length = epoch_length
-
-    def __call__(self, position: int, record_id: Any) -> tuple[int, int]:
-        return position // self.epoch_length, int(record_id)
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -105,14 +97,12 @@ class _ReadBatch:
 
     def __call__(self, item: tuple[np.ndarray, np.ndarray]) -> Batch:
         epochs, ids = (np.asarray(a) for a in item)
-        records = self.source.__getitems__([int(i) for i in ids])
-        images = np.stack([np.asarray(r["image"]) for r in records])
+        images, label = read_batch(self.source, ids)
         if self.image_size is not None and images.shape[1:3] != (self.image_size,) * 2:
             images = _resize(images, self.image_size)
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
         image = images.astype(np.float32) * np.float32(1.0 / 255.0)
-        if image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        label = np.asarray([r["label"] for r in records], dtype=np.int32)
         batch = {
             "image": image,
             "label": label,
@@ -214,26 +204,62 @@ class Loader:
         return (self[start + i] for i in range(self.batches_per_epoch))
 
 
-def _shard(
-    ids: np.ndarray,
-    *,
-    seed: int,
-    stream: int,
-    shuffle: bool,
-    shard_options: grain.sharding.ShardOptions,
-) -> grain.MapDataset:
-    """Steps 1-3 of the pipeline: this host's ``(epoch, record id)`` stream of one epoch."""
-    ds = grain.MapDataset.source(ids)
-    if shuffle:
-        ds = ds.shuffle(seed=_derived_seed(seed, stream))
-    count, index = shard_options.shard_count, shard_options.shard_index
-    if not 0 <= index < count:
-        raise ValueError(f"shard_index {index} outside [0, {count})")
-    if count > 1:
-        ds = ds[index::count]
-        if shard_options.drop_remainder:
-            ds = ds[: len(ids) // count]
-    return ds.map_with_index(_TagEpoch(len(ds)))
+class _EpochBatches:
+    """Global batch number -> ``(epochs (B,), record ids (B,))`` of this host (steps 2-4 of the
+    pipeline). Batch ``s`` is batch ``s % per_epoch`` of epoch ``s // per_epoch``; with
+    ``drop_remainder=False`` the last batch of an epoch may be short."""
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        size: int,
+        *,
+        seed: int,
+        stream: int,
+        shuffle: bool,
+        shard_options: grain.sharding.ShardOptions,
+        drop_remainder: bool,
+    ):
+        count, index = shard_options.shard_count, shard_options.shard_index
+        if not 0 <= index < count:
+            raise ValueError(f"shard_index {index} outside [0, {count})")
+        self.ids, self.size, self.shuffle = np.asarray(ids, np.int64), size, shuffle
+        self.count, self.index = count, index
+        self.seed = _derived_seed(seed, stream)
+        n = len(self.ids)
+        self.per_host = n // count if shard_options.drop_remainder else len(range(index, n, count))
+        self.per_epoch = self.per_host // size if drop_remainder else -(-self.per_host // size)
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()  # grain's reader threads share this object
+
+    def order(self, epoch: int) -> np.ndarray:
+        """This host's record ids of ``epoch``, in reading order."""
+        with self._lock:
+            order = self._orders.get(epoch)
+        if order is None:
+            ids = self.ids
+            if self.shuffle:
+                rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch)]))
+                ids = ids[rng.permutation(ids.size)]
+            order = ids[self.index :: self.count][: self.per_host]
+            with self._lock:
+                if len(self._orders) >= 2:  # readers move forward: keep this epoch and the last
+                    self._orders.pop(min(self._orders))
+                self._orders[epoch] = order
+        return order
+
+    def __call__(self, step: int, _: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        epoch, k = divmod(int(step), self.per_epoch)
+        ids = self.order(epoch)[k * self.size : (k + 1) * self.size]
+        return np.full(ids.shape, epoch, np.int64), ids
+
+
+def _batches(batcher: _EpochBatches, num_epochs: int | None, read: Any) -> grain.MapDataset:
+    """The ``grain.MapDataset`` of read batches: ``num_epochs`` epochs (``None``: endless)."""
+    ds = grain.MapDataset.range(batcher.per_epoch)
+    if num_epochs != 1:
+        ds = ds.repeat(num_epochs)
+    return ds.map_with_index(batcher).map(read)
 
 
 def _per_host(batch_size: int, shard_options: grain.sharding.ShardOptions) -> int:
@@ -314,23 +340,26 @@ def make_loader(
     shard_options = shard_options or host_shard_options()
     per_host = _per_host(batch_size, shard_options)
     ids = select_records(data, split, classes)
-    stream = _shard(ids, seed=seed, stream=0, shuffle=shuffle, shard_options=shard_options)
-    bank = _caption_bank(data, captions, caption_levels, context_length)
-    ds = stream.batch(per_host, drop_remainder=drop_remainder)
-    if len(ds) == 0:
+    batcher = _EpochBatches(
+        ids,
+        per_host,
+        seed=seed,
+        stream=0,
+        shuffle=shuffle,
+        shard_options=shard_options,
+        drop_remainder=drop_remainder,
+    )
+    if batcher.per_epoch == 0:
         raise ValueError(
-            f"{len(stream)} examples per host in {data.name}/{split} make no full batch of "
+            f"{batcher.per_host} examples per host in {data.name}/{split} make no full batch of "
             f"{per_host}; lower batch_size or set drop_remainder=False"
         )
+    bank = _caption_bank(data, captions, caption_levels, context_length)
     read = _ReadBatch(data.source(split), data.hierarchy.class_to_group, bank, seed, image_size)
-    ds = ds.map(read)
-    batches_per_epoch = len(ds)
-    if num_epochs != 1:
-        ds = ds.repeat(num_epochs)
     return Loader(
-        ds,
+        _batches(batcher, num_epochs, read),
         batch_size=per_host,
-        batches_per_epoch=batches_per_epoch,
+        batches_per_epoch=batcher.per_epoch,
         num_epochs=num_epochs,
         hierarchy=data.hierarchy,
         captions=bank,
@@ -394,26 +423,33 @@ def make_mixed_loader(
     bank = _caption_bank(data, captions, caption_levels, context_length)
     read = _ReadBatch(data.source(split), h.class_to_group, bank, seed, image_size)
 
-    def batches(class_ids: tuple[int, ...], size: int, stream: int, what: str) -> grain.MapDataset:
+    def batcher(class_ids: tuple[int, ...], size: int, stream: int, what: str) -> _EpochBatches:
         ids = select_records(data, split, class_ids)
-        per_epoch = _shard(ids, seed=seed, stream=stream, shuffle=True, shard_options=shard_options)
-        ds = per_epoch.batch(size, drop_remainder=True)
-        if len(ds) == 0:
+        out = _EpochBatches(
+            ids,
+            size,
+            seed=seed,
+            stream=stream,
+            shuffle=True,
+            shard_options=shard_options,
+            drop_remainder=True,
+        )
+        if out.per_epoch == 0:
             raise ValueError(
-                f"the {what} set has {len(per_epoch)} examples per host, fewer than the {size} "
+                f"the {what} set has {out.per_host} examples per host, fewer than the {size} "
                 f"{what} examples per batch; lower batch_size or change forget_fraction"
             )
-        return ds.map(read)
+        return out
 
-    forget = batches(forget_ids, n_forget, 1, "forget") if n_forget else None
-    retain = batches(retain_ids, n_retain, 2, "retain") if n_retain else None
-    lead = retain if retain is not None else forget
-    batches_per_epoch = len(lead)
-    lead = lead.repeat(num_epochs) if num_epochs != 1 else lead
+    forget = batcher(forget_ids, n_forget, 1, "forget") if n_forget else None
+    retain = batcher(retain_ids, n_retain, 2, "retain") if n_retain else None
+    lead_batcher = retain if retain is not None else forget
+    batches_per_epoch = lead_batcher.per_epoch
+    lead = _batches(lead_batcher, num_epochs, read)
     if forget is None or retain is None:
         ds = lead.map(_AddFlag(forget is not None))
     else:
-        cycled = forget.repeat()  # endless; epochs of the forget set run on their own clock
+        cycled = _batches(forget, None, read)  # endless: the forget set's epochs run on their own
         if num_epochs is not None:
             cycled = cycled[: len(lead)]
         ds = grain.experimental.ZipMapDataset([cycled, lead]).map(_Concat())

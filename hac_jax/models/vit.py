@@ -39,8 +39,12 @@ def sincos_pos_embed(grid_size: int, width: int, temperature: float = 10000.0) -
     if width % 4:
         raise ValueError(f"width {width} must be a multiple of 4 for the 2-D sin-cos table")
     pos_dim = width // 4
+    # float32 steps as in MERU, with the power computed in float64 and rounded once (what a
+    # correctly rounded powf gives): numpy's own float32 ``**`` takes SIMD paths that differ
+    # between CPUs (AVX-512 vs AVX2) by an ulp, which made the table depend on the machine.
     omega = np.arange(pos_dim, dtype=np.float32) / np.float32(pos_dim)
-    omega = np.float32(1.0) / (np.float32(temperature) ** omega)
+    power = (np.float64(temperature) ** omega.astype(np.float64)).astype(np.float32)
+    omega = np.float32(1.0) / power
     rows, cols = np.meshgrid(
         np.arange(grid_size, dtype=np.float32),
         np.arange(grid_size, dtype=np.float32),
