@@ -151,8 +151,9 @@ def _forgetting(model, params, model_cfg, data, forget_ids, eval_bs, prompts) ->
 
 def run(config: Any, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) the sweep; returns the summary written to ``sweep.json``."""
-    from experiments.unlearn import load_data, split_list, write_atomic
+    from experiments.unlearn import load_data, split_list
     from hac_jax.data import class_prompts
+    from hac_jax.files import write_text
     from hac_jax.geometry import get_geometry
     from hac_jax.models.pretrained import load_pretrained
     from hac_jax.unlearning import get_method
@@ -265,9 +266,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         "chosen": chosen,
         "reason": reason,
     }
-    write_atomic(os.path.join(workdir, "sweep.json"), json.dumps(summary, indent=2) + "\n")
+    write_text(os.path.join(workdir, "sweep.json"), json.dumps(summary, indent=2) + "\n")
     md = sweep_markdown(summary)
-    write_atomic(os.path.join(workdir, "sweep.md"), md)
+    write_text(os.path.join(workdir, "sweep.md"), md)
     print(md, flush=True)
     return summary
 

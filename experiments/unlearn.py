@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hac_jax.config_utils import enable_compilation_cache, parse_command_line
+from hac_jax.files import atomic_path, write_text
 
 # Row settings that are arguments of the unlearning loop; all others configure the method.
 LOOP_KEYS = ("lr", "steps", "batch_size", "forget_fraction")
@@ -85,14 +86,6 @@ def load_data(cfg: Any) -> Any:
     from hac_jax import train
 
     return train.load_data(cfg)
-
-
-def write_atomic(path: str, text: str | bytes) -> None:
-    """Writes ``path`` through a temporary file in the same folder (never half-written)."""
-    from hac_jax.report import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
-        f.write(text)
 
 
 def slug(names: Sequence[str]) -> str:
@@ -320,7 +313,7 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
             "backward_examples": examples,
             "seconds": time.perf_counter() - t0,
         }
-        write_atomic(cost_path, json.dumps(cost) + "\n")
+        write_text(cost_path, json.dumps(cost) + "\n")
     with open(cost_path) as f:
         cost = json.load(f)
     return load_pretrained(export).params, cost
@@ -330,7 +323,7 @@ def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
     """One (forget set, row, seed) run, from the cache or computed and then cached."""
     import numpy as np
 
-    from hac_jax import audit, report
+    from hac_jax import audit
     from hac_jax.unlearning.loop import unlearn
     from hac_jax.unlearning_audit import audit_model
 
@@ -392,9 +385,9 @@ def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
         "audit_seconds": time.perf_counter() - t0,
     }
     os.makedirs(cache, exist_ok=True)
-    with report.atomic_path(arr_path, suffix=".npz") as tmp:
+    with atomic_path(arr_path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **result.arrays)
-    write_atomic(rec_path, json.dumps(rec, indent=1) + "\n")
+    write_text(rec_path, json.dumps(rec, indent=1) + "\n")
     return {**rec, "row": row.name, "_arrays": arr_path}
 
 
@@ -434,7 +427,7 @@ def run(job: Job) -> dict[str, Any]:
         "runs": out_runs,
     }
     path = os.path.join(job.workdir, "results.json")
-    write_atomic(path, json.dumps(results, indent=1, default=str) + "\n")
+    write_text(path, json.dumps(results, indent=1, default=str) + "\n")
     if job.config.report:
         columns = split_list(job.config.get("report_columns")) or report.DEFAULT_COLUMNS
         paths = report.write_report(

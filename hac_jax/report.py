@@ -22,17 +22,17 @@ backend.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from hac_jax.files import atomic_path, write_text
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -425,36 +425,8 @@ def markdown_tables(agg: list[dict], columns: Sequence[str] = DEFAULT_COLUMNS) -
     return "\n\n".join(blocks) + "\n"
 
 
-# ----------------------------------------------------------------------------------------------
-# Atomic output
-# ----------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
-    """Yields a temporary path next to ``path``; renamed onto ``path`` when the block succeeds,
-    removed when it fails (so a reader never sees a half-written file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_text(path: str, text: str) -> str:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return path
+    return write_text(path, text)
 
 
 def _save_figure(fig: Any, path: str) -> str:

@@ -33,6 +33,7 @@ import optax
 
 from hac_jax import checkpointing, evaluate, optim, progress, sharding
 from hac_jax import data as hdata
+from hac_jax.files import write_text
 
 __all__ = [
     "MODEL_KINDS",
@@ -472,8 +473,8 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
             )
     if is_main:
         os.makedirs(workdir, exist_ok=True)
-        write_text_atomic(os.path.join(workdir, "config.json"), _config_json(config))
-        write_text_atomic(fp_path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
+        write_text(os.path.join(workdir, "config.json"), _config_json(config))
+        write_text(fp_path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
     state, shardings = create_train_state(
         job.model,
         job.model_cfg,
@@ -610,14 +611,6 @@ def _read_json(path: str) -> Any:
 
 def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if k != "key" and a.get(k) != b.get(k))
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes ``path`` through a temporary file in its folder (never half-written)."""
-    from hac_jax.report import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
 
 
 def _exported_step(export_dir: str) -> int | None:

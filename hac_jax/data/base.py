@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from hac_jax.data.hierarchy import Hierarchy
+from hac_jax.files import atomic_path
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -246,9 +247,8 @@ class HierDataset:
                 idx = list(range(start, min(start + chunk, len(src))))
                 labels[start : start + len(idx)] = [r["label"] for r in src.__getitems__(idx)]
             try:
-                tmp = f"{cache}.tmp{os.getpid()}.npy"
-                np.save(tmp, labels)
-                os.replace(tmp, cache)
+                with atomic_path(cache, suffix=".npy") as tmp:
+                    np.save(tmp, labels)
             except OSError as e:  # read-only data directory: keep the labels in memory only
                 logging.info("could not cache labels at %s: %s", cache, e)
         if labels.size and (labels.min() < 0 or labels.max() >= self.hierarchy.num_classes):
@@ -283,9 +283,8 @@ class HierDataset:
                     for j, r in zip(idx, src.__getitems__(idx), strict=True):
                         images[j] = np.asarray(r["image"]).reshape(self.image_shape)
                 try:
-                    tmp = f"{cache}.tmp{os.getpid()}.npy"
-                    np.save(tmp, images)
-                    os.replace(tmp, cache)
+                    with atomic_path(cache, suffix=".npy") as tmp:
+                        np.save(tmp, images)
                 except OSError as e:  # read-only data directory: keep them in memory only
                     logging.info("could not cache images at %s: %s", cache, e)
             sources[split] = ArraySource(images, labels)

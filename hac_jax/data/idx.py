@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+from hac_jax.files import write_text
+
 __all__ = ["IdxFormatError", "read_idx", "write_idx"]
 
 # IDX type code -> big-endian numpy dtype.
@@ -122,7 +124,4 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | No
         compress = path.endswith(".gz")
     if compress:
         payload = gzip.compress(payload, mtime=0)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, path)
+    write_text(path, payload)
