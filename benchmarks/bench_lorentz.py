@@ -1,4 +1,5 @@
-"""Benchmarks for ``hac_jax.lorentz``: speed of ``pairwise_dist`` and float32 accuracy by distance.
+"""Benchmarks for ``hac_jax.geometry.lorentz``: speed of ``pairwise_dist`` and float32 accuracy by
+distance.
 
 Speed (default): ``pairwise_dist`` on (N, D) x (N, D) float32 inputs, jitted, against the bare
 matmul ``x @ y.T`` of the same shape and precision, measured in the same run (interleaved repeats,
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hac_jax import lorentz
+from hac_jax.geometry import lorentz
 
 
 def _time_once(fn, *args) -> float:

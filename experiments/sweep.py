@@ -128,7 +128,6 @@ def _forgetting(model, params, model_cfg, data, forget_ids, eval_bs, prompts) ->
 
     from hac_jax import audit, evaluate
     from hac_jax import data as hdata
-    from hac_jax.geometry import get_geometry
 
     classes = evaluate.zero_shot_classifier(model, params, model_cfg, prompts, batch_size=eval_bs)
     loader = hdata.make_loader(
@@ -143,9 +142,7 @@ def _forgetting(model, params, model_cfg, data, forget_ids, eval_bs, prompts) ->
     )
     images, extras = evaluate.encode_images(model, params, loader, batch_size=eval_bs)
     curv = float(evaluate.model_scalars(params, model_cfg)["curv"])
-    scores = np.asarray(
-        get_geometry(model_cfg.kind).pairwise_sim(jnp.asarray(images), classes, curv)
-    )
+    scores = np.asarray(model_cfg.geometry.pairwise_sim(jnp.asarray(images), classes, curv))
     return audit.forgetting_accuracies(scores, extras["label"], forget_ids)
 
 
@@ -154,7 +151,6 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     from experiments.unlearn import load_data, split_list
     from hac_jax.data import class_prompts
     from hac_jax.files import write_text
-    from hac_jax.geometry import get_geometry
     from hac_jax.models.pretrained import load_pretrained
     from hac_jax.unlearning import get_method
     from hac_jax.unlearning.loop import unlearn
@@ -182,7 +178,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     data = load_data(config.data)
     forget_ids, _ = data.hierarchy.split_classes(forget)
     pre = load_pretrained(config.pretrained)
-    method.bind(model=pre.model, geometry=get_geometry(pre.config.kind), cfg=defaults)
+    method.bind(model=pre.model, geometry=pre.config.geometry, cfg=defaults)
     os.makedirs(workdir, exist_ok=True)
 
     prompts = class_prompts(data.hierarchy)

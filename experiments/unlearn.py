@@ -162,7 +162,6 @@ def _retrain_base_config(config: Any) -> Any:
 
 def prepare(config: Any, workdir: str) -> Job:
     """Checks the config, loads the model and data; raises a one-line error on bad input."""
-    from hac_jax.geometry import get_geometry
     from hac_jax.unlearning import get_method
 
     rows = build_rows(config)
@@ -210,7 +209,7 @@ def prepare(config: Any, workdir: str) -> Job:
             f"the pretrained model is {pre.config.kind!r} but the config says {config.model!r}; "
             f"use unlearn.py:{pre.config.kind}"
         )
-    geometry = get_geometry(pre.config.kind)
+    geometry = pre.config.geometry
     model = build_model(pre.config)
     for row in rows:
         if row.method != "retrain":

@@ -24,10 +24,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from hac_jax import lorentz
 from hac_jax.data.hierarchy import LEVELS, Hierarchy
 from hac_jax.evaluate import classification_metrics, retrieval_recall
-from hac_jax.geometry import Geometry
+from hac_jax.geometry import LORENTZ, Geometry
 
 __all__ = [
     "DESTINATIONS",
@@ -382,9 +381,8 @@ def cone_membership(images: Any, cone_texts: Any, curv: Any, *, mask: Any | None
     images, cone_texts = _as_2d("images", images), _as_2d("cone_texts", cone_texts)
     if images.shape != cone_texts.shape:
         raise ValueError(f"need one cone text per image, got {images.shape} and {cone_texts.shape}")
-    angle = np.asarray(lorentz.oxy_angle(jnp.asarray(cone_texts), jnp.asarray(images), curv))
-    aperture = np.asarray(lorentz.half_aperture(jnp.asarray(cone_texts), curv))
-    inside = angle <= aperture
+    violation = LORENTZ.cone_violation(jnp.asarray(cone_texts), jnp.asarray(images), curv)
+    inside = np.asarray(violation) <= 0
     if mask is not None:
         inside = inside[_as_mask("mask", mask, images.shape[0])]
     return float(inside.mean()) if inside.size else math.nan

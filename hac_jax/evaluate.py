@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hac_jax.geometry import Geometry, get_geometry
+from hac_jax.geometry import Geometry
 
 __all__ = [
-    "ENSEMBLE_NORMALIZE_EACH_PROMPT",
     "RetrievalEvaluator",
     "ZeroShotEvaluator",
     "ZeroShotResult",
@@ -46,14 +45,6 @@ __all__ = [
     "zero_shot_classify",
     "zero_shot_logits",
 ]
-
-# How a prompt ensemble is pooled, per geometry (rules as data, no model-type branches).
-# MERU's zero-shot evaluator (Desai et al., ICML 2023, arXiv 2304.09172) averages the *raw* text
-# features of a class in the tangent space at the origin, scales by the textual alpha and lifts the
-# mean with exp_map0; CLIP (Radford et al., 2021) normalises each prompt feature, averages and
-# normalises again.  ``True`` = project every prompt before averaging.
-ENSEMBLE_NORMALIZE_EACH_PROMPT: dict[str, bool] = {"lorentz": False, "sphere": True}
-
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions
@@ -72,28 +63,15 @@ def class_embeddings(
     Args:
       prompt_features: ``(C, P, E)`` raw text features (``encode_text(project=False)``) of ``P``
         prompts for each of ``C`` classes.
-      geometry: where the embeddings live; decides the pooling rule
-        (:data:`ENSEMBLE_NORMALIZE_EACH_PROMPT`).
+      geometry: where the embeddings live; it holds the pooling rule
+        (:meth:`~hac_jax.geometry.Geometry.pool_prompts`).
       alpha: the textual feature scale (``exp`` of the clamped ``textual_alpha``; 1 for CLIP).
       curv: curvature ``c > 0`` (ignored on the sphere).
 
     Returns:
       ``(C, E)`` class embeddings, in the same space as ``encode_text(project=True)``.
     """
-    feats = jnp.asarray(prompt_features)
-    if feats.ndim != 3:
-        raise ValueError(
-            f"prompt_features must be (classes, prompts, dim), got shape {feats.shape}"
-        )
-    if geometry.name not in ENSEMBLE_NORMALIZE_EACH_PROMPT:
-        raise ValueError(
-            f"no prompt-ensemble rule for geometry {geometry.name!r}; "
-            f"known: {sorted(ENSEMBLE_NORMALIZE_EACH_PROMPT)}"
-        )
-    feats = feats * alpha
-    if ENSEMBLE_NORMALIZE_EACH_PROMPT[geometry.name]:
-        feats = geometry.project(feats, curv)
-    return geometry.project(feats.mean(axis=1), curv)
+    return geometry.pool_prompts(prompt_features, alpha, curv)
 
 
 def zero_shot_logits(
@@ -288,15 +266,11 @@ def results_line(metrics: Mapping[str, Any], *, percent: bool = True) -> str:
 
 
 def model_scalars(params: Mapping[str, Any], model_cfg: Any) -> dict[str, jax.Array]:
-    """The model's scalars at use (clamped, exponentiated): ``logit_scale`` s, ``curv`` c and the
-    ``visual_alpha``/``textual_alpha`` feature scales (1.0 where the model has none, e.g. CLIP)."""
-    from hac_jax.models import clamp_scalars
+    """The model's scalars at use, 1.0 where it has none
+    (:func:`hac_jax.models.scalars_at_use` with ``fill``)."""
+    from hac_jax.models import scalars_at_use
 
-    clamped = clamp_scalars(params, model_cfg)
-    out = {}
-    for name in ("logit_scale", "curv", "visual_alpha", "textual_alpha"):
-        out[name] = jnp.exp(clamped[name]) if name in clamped else jnp.asarray(1.0, jnp.float32)
-    return out
+    return scalars_at_use(params, model_cfg, fill=True)
 
 
 def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
@@ -397,7 +371,7 @@ def zero_shot_classifier(
     raw = encode_texts(model, params, tokens, project=False, batch_size=batch_size)
     raw = raw.reshape(len(class_prompts), n_prompts, -1)
     scalars = model_scalars(params, model_cfg)
-    geometry = get_geometry(model_cfg.kind)
+    geometry = model_cfg.geometry
     return class_embeddings(raw, geometry, alpha=scalars["textual_alpha"], curv=scalars["curv"])
 
 
@@ -433,9 +407,7 @@ def zero_shot_classify(
     classifier = zero_shot_classifier(model, params, model_cfg, class_prompts, tokenize=tokenize)
     feats, extra = encode_images(model, params, image_batches, project=True, batch_size=batch_size)
     curv = model_scalars(params, model_cfg)["curv"]
-    logits = np.asarray(
-        zero_shot_logits(jnp.asarray(feats), classifier, get_geometry(model_cfg.kind), curv)
-    )
+    logits = np.asarray(zero_shot_logits(jnp.asarray(feats), classifier, model_cfg.geometry, curv))
     m = classification_metrics(logits, extra["label"], num_classes=len(class_prompts))
     names = (
         list(class_names) if class_names is not None else [str(i) for i in range(len(logits[0]))]
@@ -468,7 +440,7 @@ def retrieval_eval(
     )
     txt = encode_texts(model, params, captions_tokens, project=True)
     curv = model_scalars(params, model_cfg)["curv"]
-    sim = get_geometry(model_cfg.kind).pairwise_sim(jnp.asarray(img), jnp.asarray(txt), curv)
+    sim = model_cfg.geometry.pairwise_sim(jnp.asarray(img), jnp.asarray(txt), curv)
     return retrieval_recall(np.asarray(sim), text_to_image, ks)
 
 

@@ -53,9 +53,6 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("clip", "meru")
-# Scalars reported every log step (values at use: clamped, exponentiated). MERU users report the
-# curvature collapsing to its bound, so it must be visible.
-_SCALARS = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
 _BATCH_KEYS = ("image", "tokens")
 
 
@@ -146,13 +143,6 @@ def build_model_config(config: ml_collections.ConfigDict) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def _scalar_metrics(params: Mapping[str, Any], model_cfg: Any) -> dict[str, jax.Array]:
-    from hac_jax.models import clamp_scalars
-
-    clamped = clamp_scalars(params, model_cfg)
-    return {k: jnp.exp(clamped[k]) for k in _SCALARS if k in clamped}
-
-
 def make_train_step(model: Any, model_cfg: Any, tx: optax.GradientTransformation, schedule: Any):
     """``step(state, batch) -> (state, metrics)`` (not jitted).
 
@@ -162,8 +152,8 @@ def make_train_step(model: Any, model_cfg: Any, tx: optax.GradientTransformation
     the model scalars (``logit_scale``, ``curv``, ``visual_alpha``, ``textual_alpha``: values at
     use) after the update.
     """
-    from hac_jax.losses import model_loss
-    from hac_jax.models import clamp_scalars
+    from hac_jax.models import clamp_scalars, scalars_at_use
+    from hac_jax.models.losses import model_loss
 
     loss_fn = model_loss(model_cfg)
 
@@ -183,7 +173,7 @@ def make_train_step(model: Any, model_cfg: Any, tx: optax.GradientTransformation
             **metrics,
             "loss": loss,
             **update_metrics,
-            **_scalar_metrics(params, model_cfg),
+            **scalars_at_use(params, model_cfg),
         }
         new_state = {
             "step": state["step"] + 1,

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hac_jax import audit, evaluate
-from hac_jax.geometry import Geometry, get_geometry
+from hac_jax.geometry import Geometry
 
 __all__ = [
     "ARRAY_KEYS",
@@ -725,4 +725,4 @@ def audit_model(
         seed=seed,
     )
     curv = float(evaluate.model_scalars(params, model_cfg)["curv"])
-    return audit_embeddings(emb, data.hierarchy, forget_ids, get_geometry(model_cfg.kind), curv)
+    return audit_embeddings(emb, data.hierarchy, forget_ids, model_cfg.geometry, curv)

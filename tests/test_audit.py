@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hac_jax import audit, lorentz
-from hac_jax.geometry import LORENTZ, SPHERE
+from hac_jax import audit
+from hac_jax.geometry import LORENTZ, SPHERE, lorentz
 
 E = np.eye(3)
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from hac_jax import evaluate as ev
-from hac_jax import lorentz
-from hac_jax.geometry import LORENTZ, SPHERE
+from hac_jax.geometry import LORENTZ, SPHERE, lorentz
 
 
 def _np_exp_map0(v, c):

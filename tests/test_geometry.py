@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hac_jax import geometry, lorentz
-from hac_jax.geometry import LORENTZ, SPHERE, get_geometry
+from hac_jax import geometry
+from hac_jax.geometry import LORENTZ, SPHERE, get_geometry, lorentz
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,9 @@ import pytest
 import torch
 
 from checkpoints_convert import mapping
-from hac_jax import lorentz, models
-from hac_jax.losses import model_loss
+from hac_jax import models
+from hac_jax.geometry import lorentz
+from hac_jax.models.losses import model_loss
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "meru_torch"
 KINDS = ("meru", "clip")
@@ -250,9 +251,9 @@ def test_clamped_forward(run):
             )
         return
     # MERU in float64: with c = 10 and alpha = 1 the oxy angles lie within 1.4e-4 of pi, where
-    # MERU's acos argument clip (1 - 1e-8) pins them to pi - 1.41421e-4; hac_jax.lorentz returns
-    # the true angle instead (documented there). Check that this is the only difference: MERU's
-    # formula applied to our embeddings reproduces the reference to 1e-10 ...
+    # MERU's acos argument clip (1 - 1e-8) pins them to pi - 1.41421e-4; hac_jax.geometry.lorentz
+    # returns the true angle instead (documented there). Check that this is the only difference:
+    # MERU's formula applied to our embeddings reproduces the reference to 1e-10 ...
     text, image = got["text_proj"], got["image_proj"]
     meru_entail = np.mean(
         np.maximum(_meru_oxy_angle(text, image, 10.0) - _meru_half_aperture(text, 10.0), 0.0)

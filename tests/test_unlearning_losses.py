@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hac_jax import lorentz, losses
-from hac_jax.geometry import LORENTZ, SPHERE
+from hac_jax.geometry import LORENTZ, SPHERE, lorentz
+from hac_jax.models import losses
 from hac_jax.unlearning import ac, common, hac
 
 # ------------------------------------------------------------------------------------------------

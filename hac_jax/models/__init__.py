@@ -28,6 +28,7 @@ from hac_jax.models.text import TextTransformer
 from hac_jax.models.two_tower import (
     CLIP,
     MERU,
+    SCALAR_NAMES,
     build_model,
     clamp_scalars,
     dummy_inputs,
@@ -35,6 +36,7 @@ from hac_jax.models.two_tower import (
     intermediates_dict,
     param_shapes,
     scalar_bounds,
+    scalars_at_use,
 )
 from hac_jax.models.vit import VisionTransformer, sincos_pos_embed
 
@@ -58,7 +60,9 @@ __all__ = [
     "intermediates_dict",
     "model_config",
     "param_shapes",
+    "SCALAR_NAMES",
     "scalar_bounds",
+    "scalars_at_use",
     "sincos_pos_embed",
 ]
 

@@ -20,11 +20,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from hac_jax.geometry import Geometry, get_geometry
+
 __all__ = [
     "ARCH_NAMES",
     "IMAGENET_PIXEL_MEAN",
     "IMAGENET_PIXEL_STD",
     "KINDS",
+    "KIND_GEOMETRY",
     "LOGIT_SCALE_MAX",
     "ModelConfig",
     "TextConfig",
@@ -34,7 +37,10 @@ __all__ = [
     "model_config",
 ]
 
-KINDS = ("clip", "meru")
+# The embedding geometry of each model kind: the one place that ties a kind to a geometry
+# (hac_jax.geometry holds every rule in which the geometries differ).
+KIND_GEOMETRY = {"clip": "sphere", "meru": "lorentz"}
+KINDS = tuple(KIND_GEOMETRY)
 # MERU's default pixel statistics (ImageNet), also stored in every checkpoint's buffers.
 IMAGENET_PIXEL_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_PIXEL_STD = (0.229, 0.224, 0.225)
@@ -185,6 +191,12 @@ class ModelConfig:
             raise ValueError(f"precision {self.precision!r} is not one of {list(_PRECISIONS)}")
 
     # -- derived values used by the modules ---------------------------------------------------
+
+    @property
+    def geometry(self) -> Geometry:
+        """The embedding geometry of this kind (:data:`KIND_GEOMETRY`): ``LORENTZ`` for MERU,
+        ``SPHERE`` for CLIP."""
+        return get_geometry(KIND_GEOMETRY[self.kind])
 
     @property
     def jnp_dtype(self) -> jnp.dtype:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from hac_jax.geometry import Geometry, get_geometry
+from hac_jax.geometry import Geometry
 from hac_jax.models.config import ModelConfig, arch_name
 from hac_jax.models.two_tower import CLIP, MERU, build_model, param_shapes
 
@@ -75,7 +75,7 @@ class Pretrained:
     @property
     def geometry(self) -> Geometry:
         """The embedding geometry (``LORENTZ`` for MERU, ``SPHERE`` for CLIP)."""
-        return get_geometry(self.config.kind)
+        return self.config.geometry
 
     @property
     def curv(self) -> float:
@@ -165,7 +165,7 @@ def scalar_summary(params: Mapping[str, Any], cfg: ModelConfig) -> dict[str, Any
             out[name] = math.exp(float(np.asarray(params[name])))
     lo, hi = bounds["logit_scale"]
     out["logit_scale_at_use"] = math.exp(float(np.clip(np.asarray(params["logit_scale"]), lo, hi)))
-    if cfg.kind == "meru":
+    if "curv" in bounds:
         lo, hi = bounds["curv"]
         out["curv_at_use"] = math.exp(float(np.clip(np.asarray(params["curv"]), lo, hi)))
     else:

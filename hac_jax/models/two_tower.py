@@ -8,7 +8,7 @@ Both models share the towers (:class:`~hac_jax.models.vit.VisionTransformer`,
 * CLIP (MERU's ``CLIPBaseline``): ``logit_scale``; ``project=True`` L2-normalises.
 * MERU (Desai et al., ICML 2023): also ``curv`` and ``visual_alpha`` / ``textual_alpha``;
   ``project=True`` maps ``raw * exp(alpha)`` onto the hyperboloid with ``exp_map0`` at curvature
-  ``exp(curv)`` (space components only, see :mod:`hac_jax.lorentz`).
+  ``exp(curv)`` (space components only, see :mod:`hac_jax.geometry.lorentz`).
 
 Scalars are stored as logs. MERU clamps them in place at the start of ``forward``; here they are
 clamped *at use* (value clamped, gradient passed straight through, which is the gradient MERU's
@@ -93,6 +93,23 @@ def clamp_scalars(params: Mapping[str, Any], cfg: ModelConfig) -> dict[str, Any]
         if name not in out:
             raise KeyError(f"clamp_scalars: parameter {name!r} missing from a {cfg.kind} model")
         out[name] = jnp.clip(out[name], lo, hi)
+    return out
+
+
+SCALAR_NAMES = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
+
+
+def scalars_at_use(
+    params: Mapping[str, Any], cfg: ModelConfig, *, fill: bool = False
+) -> dict[str, Array]:
+    """The model's scalars at use: ``exp`` of the clamped stored logs (:func:`clamp_scalars`):
+    the logit scale ``s``, and for MERU the curvature ``c`` and the feature scales
+    ``visual_alpha`` / ``textual_alpha``. With ``fill``, the scalars a model does not have are
+    1.0 (CLIP's curvature and alphas), so every model gives all of :data:`SCALAR_NAMES`."""
+    clamped = clamp_scalars(params, cfg)
+    out = {k: jnp.exp(clamped[k]) for k in SCALAR_NAMES if k in clamped}
+    if fill:
+        out = {k: out.get(k, jnp.asarray(1.0, jnp.float32)) for k in SCALAR_NAMES}
     return out
 
 

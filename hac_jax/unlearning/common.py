@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from hac_jax import lorentz
 from hac_jax.geometry import Geometry
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "forget_derangement",
     "masked_mean",
     "masked_sum",
-    "safe_norm",
     "subset_contrastive_loss",
     "subset_entailment_loss",
     "subset_model_loss",
@@ -45,15 +43,6 @@ def masked_mean(x: ArrayLike, mask: ArrayLike) -> Array:
     empty."""
     count = jnp.sum(jnp.asarray(mask, jnp.int32))
     return masked_sum(x, mask) / jnp.maximum(count, 1).astype(jnp.result_type(x, 1.0))
-
-
-def safe_norm(x: ArrayLike) -> Array:
-    """Euclidean norm over the last axis, ``(..., D) -> (...)``, with gradient 0 at the zero vector
-    (double ``where``: ``sqrt``'s derivative is infinite at 0)."""
-    x = jnp.asarray(x)
-    sq = jnp.sum(x * x, axis=-1)
-    pos = sq > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
 def add_term(total: Array, weight: Any, term: Array) -> Array:
@@ -174,16 +163,13 @@ def subset_contrastive_loss(logits: ArrayLike, mask: ArrayLike) -> Array:
 
 
 def subset_entailment_loss(
-    image: ArrayLike, text: ArrayLike, curv: ArrayLike, mask: ArrayLike
+    image: ArrayLike, text: ArrayLike, curv: ArrayLike, mask: ArrayLike, geometry: Geometry
 ) -> Array:
-    """MERU's entailment loss on a subset: ``mean_mask max(0, ext(t_i, x_i) - aper(t_i))``.
-
-    Shapes: ``(B, D), (B, D), (), (B,) -> ()`` (hyperboloid space components). MERU: Desai et al.,
-    ICML 2023; ``ext`` = :func:`hac_jax.lorentz.oxy_angle`, ``aper`` = ``half_aperture``.
+    """MERU's entailment loss on a subset: ``mean_mask max(0, ext(t_i, x_i) - aper(t_i))``
+    (:meth:`~hac_jax.geometry.Geometry.cone_violation`). Shapes: ``(B, D), (B, D), (), (B,) ->
+    ()``. MERU: Desai et al., ICML 2023.
     """
-    angle = lorentz.oxy_angle(text, image, curv)
-    aperture = lorentz.half_aperture(text, curv)
-    return masked_mean(jax.nn.relu(angle - aperture), mask)
+    return masked_mean(jax.nn.relu(geometry.cone_violation(text, image, curv)), mask)
 
 
 def subset_model_loss(
@@ -198,10 +184,10 @@ def subset_model_loss(
 ) -> tuple[Array, dict[str, Array]]:
     """The model's own training loss on the sub-batch ``mask`` selects.
 
-    CLIP (``SPHERE``): the contrastive loss with logits ``s * u @ v.T``. MERU (``LORENTZ``): the
-    contrastive loss with logits ``-s * d_L`` plus ``entail_weight`` times the entailment loss
-    (``entail_weight`` is ignored on the sphere, where cones are not defined). With an all-True
-    mask this equals :func:`hac_jax.losses.clip_loss` / ``meru_loss``.
+    The contrastive loss with logits ``s * geometry.pairwise_sim`` (``s * u @ v.T`` on CLIP's
+    sphere, ``-s * d_L`` on MERU's hyperboloid), plus, where the geometry has cones,
+    ``entail_weight`` times the entailment loss. With an all-True
+    mask this equals :func:`hac_jax.models.losses.clip_loss` / ``meru_loss``.
 
     Shapes: ``(B, D), (B, D), (), (), Geometry, (B,) bool -> (loss, metrics)``.
     """
@@ -209,8 +195,8 @@ def subset_model_loss(
     contrastive = subset_contrastive_loss(logits, mask)
     metrics = {"contrastive_loss": contrastive}
     loss = contrastive
-    if geometry.name == "lorentz":
-        entail = subset_entailment_loss(image, text, curv, mask)
+    if geometry.has_cones:
+        entail = subset_entailment_loss(image, text, curv, mask, geometry)
         metrics["entailment_loss"] = entail
         loss = add_term(loss, entail_weight, entail)
     metrics["loss"] = loss

@@ -14,7 +14,8 @@ below is this project's definition (docs/METHOD.md), every term switchable by it
           + lambda_nf     * mean_F (d_L(O, v_i) - r_f)^2                        # forget-norm target
 
 ``u, v`` are image and text embeddings (hyperboloid space components), ``u^0, v^0`` those of the
-frozen original model, ``ext`` MERU's exterior angle (:func:`hac_jax.lorentz.oxy_angle`) and
+frozen original model, ``ext`` MERU's exterior angle
+(:func:`hac_jax.geometry.lorentz.oxy_angle`) and
 ``aper`` the half-aperture of the entailment cone. The parent-cone term uses the text embedding
 ``w_i`` of the parent concept of each forget pair (e.g. "footwear" for "sneaker"):
 
@@ -33,8 +34,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from hac_jax import lorentz
-from hac_jax.geometry import LORENTZ, Geometry
+from hac_jax.geometry import LORENTZ, Geometry, lorentz, sphere
 from hac_jax.unlearning import common
 from hac_jax.unlearning.ac import (
     derangement_from_cfg,
@@ -61,10 +61,11 @@ __all__ = [
 PARENT_POLICIES = ("keep", "push", "ignore")
 
 
-def caption_cone(u: ArrayLike, v: ArrayLike, curv: ArrayLike) -> tuple[Array, Array]:
-    """``(ext(v_i, u_i), aper(v_i))``: each image's exterior angle seen from its caption, and the
-    caption cone's half-aperture. Shapes: ``(B, D), (B, D), () -> (B,), (B,)``."""
-    return lorentz.oxy_angle(v, u, curv), lorentz.half_aperture(v, curv)
+def caption_cone(u: ArrayLike, v: ArrayLike, curv: ArrayLike) -> Array:
+    """How far each image lies outside its caption's entailment cone, ``ext(v_i, u_i) -
+    aper(v_i)`` (:meth:`~hac_jax.geometry.Geometry.cone_violation`; <= 0 inside). Shapes:
+    ``(B, D), (B, D), () -> (B,)``."""
+    return LORENTZ.cone_violation(v, u, curv)
 
 
 def retain_entailment_loss(
@@ -73,15 +74,15 @@ def retain_entailment_loss(
     is_forget: ArrayLike,
     curv: ArrayLike,
     *,
-    cone: tuple[Array, Array] | None = None,
+    cone: Array | None = None,
 ) -> Array:
     """MERU's entailment loss on the retain pairs: ``mean_R max(0, ext(v_i, u_i) - aper(v_i))``.
 
     Shapes: ``(B, D), (B, D), (B,) bool, () -> ()``. ``cone``: :func:`caption_cone` of ``(u, v)``
     when already computed (shared with :func:`entailment_calibration`).
     """
-    angle, aperture = caption_cone(u, v, curv) if cone is None else cone
-    return common.masked_mean(jax.nn.relu(angle - aperture), ~jnp.asarray(is_forget, bool))
+    violation = caption_cone(u, v, curv) if cone is None else cone
+    return common.masked_mean(jax.nn.relu(violation), ~jnp.asarray(is_forget, bool))
 
 
 def bounded_positive_calibration(
@@ -103,7 +104,7 @@ def entailment_calibration(
     curv: ArrayLike,
     delta: float,
     *,
-    cone: tuple[Array, Array] | None = None,
+    cone: Array | None = None,
 ) -> Array:
     """``mean_F max(0, aper(v_i) + delta - ext(v_i, u_i))``: the forget image leaves its caption's
     entailment cone by an angular margin ``delta >= 0`` (MERU's entailment loss turned around).
@@ -111,8 +112,8 @@ def entailment_calibration(
     Shapes: ``(B, D), (B, D), (B,) bool, () -> ()``. ``cone``: as in
     :func:`retain_entailment_loss`.
     """
-    angle, aperture = caption_cone(u, v, curv) if cone is None else cone
-    return common.masked_mean(jax.nn.relu(aperture + delta - angle), is_forget)
+    violation = caption_cone(u, v, curv) if cone is None else cone
+    return common.masked_mean(jax.nn.relu(delta - violation), is_forget)
 
 
 def parent_cone_loss(
@@ -131,13 +132,10 @@ def parent_cone_loss(
         raise ValueError(f"parent_policy must be one of {PARENT_POLICIES}, got {policy!r}")
     if policy == "ignore":
         return jnp.zeros((), jnp.result_type(u, 1.0))
-    angle = lorentz.oxy_angle(parent_text, u, curv)
-    aperture = lorentz.half_aperture(parent_text, curv)
+    violation = LORENTZ.cone_violation(parent_text, u, curv)
     if policy == "keep":
-        violation = jax.nn.relu(angle - aperture)
-    else:
-        violation = jax.nn.relu(aperture + delta - angle)
-    return common.masked_mean(violation, is_forget)
+        return common.masked_mean(jax.nn.relu(violation), is_forget)
+    return common.masked_mean(jax.nn.relu(delta - violation), is_forget)
 
 
 def norm_regularization(
@@ -153,9 +151,9 @@ def norm_regularization(
 
     Shapes: ``(B, D) x 4, (B,) bool -> ()``.
     """
-    n_u0 = jax.lax.stop_gradient(common.safe_norm(u0))
-    n_v0 = jax.lax.stop_gradient(common.safe_norm(v0))
-    sq = (common.safe_norm(u) - n_u0) ** 2 + (common.safe_norm(v) - n_v0) ** 2
+    n_u0 = jax.lax.stop_gradient(sphere.norm(u0))
+    n_v0 = jax.lax.stop_gradient(sphere.norm(v0))
+    sq = (sphere.norm(u) - n_u0) ** 2 + (sphere.norm(v) - n_v0) ** 2
     return common.masked_mean(sq, ~jnp.asarray(is_forget, bool))
 
 

@@ -34,7 +34,6 @@ import numpy as np
 import optax
 
 from hac_jax import optim, progress, sharding
-from hac_jax.geometry import get_geometry
 from hac_jax.unlearning.registry import Method, get_method
 
 __all__ = ["UnlearnResult", "default_forget_fraction", "make_unlearn_step", "unlearn"]
@@ -203,7 +202,7 @@ def unlearn(
     t0 = time.perf_counter()
     m = get_method(method)
     cfg = _method_cfg(m, method_cfg)
-    geometry = get_geometry(model_cfg.kind)
+    geometry = model_cfg.geometry
     from hac_jax.models import build_model, init_params
 
     model = build_model(model_cfg)

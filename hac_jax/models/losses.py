@@ -22,8 +22,8 @@ import optax
 from jax import Array
 from jax.typing import ArrayLike
 
-from hac_jax import lorentz
 from hac_jax.geometry import LORENTZ, SPHERE, Geometry
+from hac_jax.models.config import KIND_GEOMETRY
 
 __all__ = [
     "clip_loss",
@@ -31,6 +31,7 @@ __all__ = [
     "entailment_loss",
     "meru_loss",
     "model_loss",
+    "two_tower_loss",
 ]
 
 LossFn = Callable[[Mapping[str, Array]], tuple[Array, dict[str, Array]]]
@@ -52,28 +53,41 @@ def contrastive_loss(logits: ArrayLike) -> Array:
 
 
 def entailment_loss(text: ArrayLike, image: ArrayLike, curv: ArrayLike) -> Array:
-    """MERU's entailment loss ``mean(relu(oxy_angle(text, image) - half_aperture(text)))``.
+    """MERU's entailment loss ``mean(relu(oxy_angle(text, image) - half_aperture(text)))``
+    (:meth:`~hac_jax.geometry.Geometry.cone_violation` of the hyperboloid).
 
     Zero for a pair when the image lies inside the cone of its caption. Shapes: hyperboloid
     space components ``(B, E), (B, E), () -> ()``.
     """
-    angle = lorentz.oxy_angle(text, image, curv)
-    aperture = lorentz.half_aperture(text, curv)
-    return jnp.mean(jax.nn.relu(angle - aperture))
+    return jnp.mean(jax.nn.relu(LORENTZ.cone_violation(text, image, curv)))
 
 
-def _contrastive(out: Mapping[str, Array], geometry: Geometry) -> Array:
+def two_tower_loss(
+    out: Mapping[str, Array], geometry: Geometry, entail_weight: float = 0.0
+) -> tuple[Array, dict[str, Array]]:
+    """The training loss of a CLIP/MERU model on its output dict: the contrastive loss of
+    ``s * geometry.pairwise_sim(image, text)``, plus ``entail_weight`` x the entailment loss
+    where the geometry has cones.
+
+    Returns ``(loss, metrics)``: ``contrastive_loss`` and ``logit_scale``, and with cones
+    ``entailment_loss`` and ``curv`` (MERU's logged values).
+    """
     logits = out["logit_scale"] * geometry.pairwise_sim(out["image"], out["text"], out["curv"])
-    return contrastive_loss(logits)
+    contrastive = contrastive_loss(logits)
+    metrics = {"contrastive_loss": contrastive, "logit_scale": out["logit_scale"]}
+    if not geometry.has_cones:
+        return contrastive, metrics
+    entail = jnp.mean(jax.nn.relu(geometry.cone_violation(out["text"], out["image"], out["curv"])))
+    metrics.update(entailment_loss=entail, curv=out["curv"])
+    return contrastive + entail_weight * entail, metrics
 
 
 def clip_loss(out: Mapping[str, Array]) -> tuple[Array, dict[str, Array]]:
     """CLIP's loss: the contrastive loss of ``s * image @ text.T`` (unit vectors).
 
-    Returns ``(loss, {"contrastive_loss", "logit_scale"})`` (MERU's logged values).
+    Returns ``(loss, {"contrastive_loss", "logit_scale"})``.
     """
-    loss = _contrastive(out, SPHERE)
-    return loss, {"contrastive_loss": loss, "logit_scale": out["logit_scale"]}
+    return two_tower_loss(out, SPHERE)
 
 
 def meru_loss(
@@ -83,23 +97,16 @@ def meru_loss(
 
     Returns ``(loss, {"contrastive_loss", "entailment_loss", "logit_scale", "curv"})``.
     """
-    contrastive = _contrastive(out, LORENTZ)
-    entail = entailment_loss(out["text"], out["image"], out["curv"])
-    loss = contrastive + entail_weight * entail
-    return loss, {
-        "contrastive_loss": contrastive,
-        "entailment_loss": entail,
-        "logit_scale": out["logit_scale"],
-        "curv": out["curv"],
-    }
+    return two_tower_loss(out, LORENTZ, entail_weight)
 
 
 def model_loss(cfg: Any) -> LossFn:
-    """The training loss of a ``ModelConfig``: ``clip_loss`` or ``meru_loss`` with
-    ``cfg.entail_weight``; the returned function maps the model output dict to
-    ``(loss, metrics)``."""
-    if cfg.kind == "clip":
+    """The training loss of a ``ModelConfig``: :func:`two_tower_loss` on ``cfg.geometry``, with
+    ``cfg.entail_weight`` where the geometry has cones (:func:`clip_loss` / :func:`meru_loss`);
+    maps the model output dict to ``(loss, metrics)``."""
+    kind = getattr(cfg, "kind", None)
+    if kind not in KIND_GEOMETRY:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {list(KIND_GEOMETRY)}")
+    if not cfg.geometry.has_cones:
         return clip_loss
-    if cfg.kind == "meru":
-        return functools.partial(meru_loss, entail_weight=cfg.entail_weight)
-    raise ValueError(f"unknown model kind {cfg.kind!r}; expected 'clip' or 'meru'")
+    return functools.partial(meru_loss, entail_weight=cfg.entail_weight)

@@ -1,5 +1,5 @@
-"""Tests for hac_jax.lorentz: MERU parity (fixtures), closed-form references, float32 accuracy, edge
-cases, transforms, and a property-based no-NaN/Inf check of values and gradients."""
+"""Tests for hac_jax.geometry.lorentz: MERU parity (fixtures), closed-form references, float32
+accuracy, edge cases, transforms, and a property-based no-NaN/Inf check of values and gradients."""
 
 import functools
 import math
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hac_jax import lorentz as L
+from hac_jax.geometry import lorentz as L
 
 GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "meru_torch" / "golden_lorentz.npz"
 CURVS = {"curv1.0": 1.0, "curv0.37": 0.37}

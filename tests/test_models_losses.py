@@ -1,5 +1,5 @@
-"""hac_jax.losses against an independent numpy cross-entropy and the PyTorch MERU forward values
-(fed with the reference embeddings, so these tests do not depend on the models)."""
+"""hac_jax.models.losses against an independent numpy cross-entropy and the PyTorch MERU forward
+values (fed with the reference embeddings, so these tests do not depend on the models)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hac_jax import lorentz, losses, models
+from hac_jax import models
+from hac_jax.geometry import lorentz
+from hac_jax.models import losses
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "meru_torch"
 RTOL = {"f32": 1e-4, "f64": 1e-10}
@@ -126,7 +128,7 @@ def test_meru_loss_clamped_reference(golden, prec):
         np.testing.assert_allclose(loss, g[f"{prec}/clamped/loss"], rtol=RTOL[prec])
     else:
         # The angles sit within 1.4e-4 of pi, where MERU's float64 acos clip pins them to
-        # pi - sqrt(2e-8); hac_jax.lorentz returns the unclipped angle (see its docs).
+        # pi - sqrt(2e-8); hac_jax.geometry.lorentz returns the unclipped angle (see its docs).
         assert 0 <= entail - ref <= math.sqrt(2e-8)
         np.testing.assert_allclose(loss, metrics["contrastive_loss"] + 0.2 * entail, rtol=1e-12)
 
