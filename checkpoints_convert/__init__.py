@@ -1,6 +1,7 @@
-"""PyTorch MERU / CLIP-baseline checkpoints -> Flax parameters.
+"""The converter's command line: ``python -m checkpoints_convert --input X.pth --output DIR``.
 
-* :mod:`checkpoints_convert.mapping`: the pure state-dict <-> parameter-tree mapping
-  (``infer_config``, ``convert_state_dict``, ``check_shapes``, ``params_to_state_dict``).
-* :mod:`checkpoints_convert.io`: reading ``.pth`` files safely and writing converted directories.
+The conversion itself belongs to the models (:mod:`hac_jax.models.torch_io` reads ``.pth`` files
+safely, :mod:`hac_jax.models.torch_mapping` maps state dicts to parameter trees,
+:mod:`hac_jax.models.saved` writes the library's directory format); this package is the command
+line over them (:mod:`checkpoints_convert.cli`).
 """

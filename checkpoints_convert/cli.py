@@ -72,17 +72,17 @@ def convert(
     """Converts ``input_path`` into the directory ``output``; returns the summary facts.
 
     Raises the library errors (``FileNotFoundError``, ``FileExistsError``,
-    ``checkpoints_convert.io.CheckpointError``, ``checkpoints_convert.mapping.ConversionError``);
+    ``hac_jax.models.saved.CheckpointError``, ``hac_jax.models.torch_mapping.ConversionError``);
     :func:`main` turns them into one-line messages.
     """
-    from checkpoints_convert import io
-    from checkpoints_convert.mapping import convert_state_dict
+    from hac_jax.models import saved, torch_io
     from hac_jax.models.pretrained import convert_config, scalar_summary
+    from hac_jax.models.torch_mapping import convert_state_dict
 
     start = time.perf_counter()
     # Refuse an existing output before reading a possibly multi-GB input.
-    target = io.check_output_dir(output, overwrite)
-    ckpt = io.read_torch_checkpoint(input_path)
+    target = saved.check_output_dir(output, overwrite)
+    ckpt = torch_io.read_torch_checkpoint(input_path)
     cfg = convert_config(
         ckpt.state_dict, kind=kind, heads=heads, text_heads=text_heads, source_path=input_path
     )
@@ -90,14 +90,14 @@ def convert(
     facts = scalar_summary(params, cfg)
     info = {
         "source": str(Path(input_path).absolute()),
-        "source_sha256": io.file_sha256(input_path) if hash_input else None,
+        "source_sha256": torch_io.file_sha256(input_path) if hash_input else None,
         "source_layout": ckpt.layout,
         "ignored_top_level_keys": list(ckpt.ignored_keys),
         "kind": cfg.kind,
         "arch": facts["arch"],
         "num_params": facts["num_params"],
     }
-    written = io.write_converted(
+    written = saved.write_converted(
         target, params, cfg, root=ckpt.root, info=info, overwrite=overwrite
     )
     facts.update(
@@ -155,8 +155,8 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed usage and the error
         return EXIT_ERROR if e.code else EXIT_OK
-    from checkpoints_convert.io import CheckpointError
-    from checkpoints_convert.mapping import ConversionError, HeadCountWarning
+    from hac_jax.models.saved import CheckpointError
+    from hac_jax.models.torch_mapping import ConversionError, HeadCountWarning
 
     try:
         with warnings.catch_warnings(record=True) as caught:

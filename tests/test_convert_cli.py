@@ -22,17 +22,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from checkpoints_convert import cli, io  # noqa: E402
-from checkpoints_convert.mapping import ConversionError, params_to_state_dict  # noqa: E402
-from hac_jax.models import (  # noqa: E402
+from checkpoints_convert import cli  # noqa: E402
+from hac_jax.models import (  # noqa: E402  # noqa: E402
     ModelConfig,
     TextConfig,
     VisionConfig,
     build_model,
     get_arch,
     param_shapes,
+    saved,
+    torch_io,
 )
 from hac_jax.models.pretrained import load_pretrained, save_pretrained  # noqa: E402
+from hac_jax.models.torch_mapping import ConversionError, params_to_state_dict  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,18 +169,18 @@ def _assert_one_error_line(code, out, err, *phrases):
 @pytest.mark.parametrize("kind", ["meru", "clip"])
 def test_cli_writes_converted_dir(kind, converted, tiny, fixtures_dir):
     target, stdout = converted[kind]
-    assert (target / io.CONFIG_FILE).is_file() and (target / io.PARAMS_DIR).is_dir()
-    assert io.is_converted_dir(target)
+    assert (target / saved.CONFIG_FILE).is_file() and (target / saved.PARAMS_DIR).is_dir()
+    assert saved.is_converted_dir(target)
     assert _leftovers(target.parent, target.name) == []
-    config = io.config_from_dict(json.loads((target / io.CONFIG_FILE).read_text()))
+    config = saved.config_from_dict(json.loads((target / saved.CONFIG_FILE).read_text()))
     _assert_same_config(config, _expected_config(tiny, kind))
 
     # Parameter count: every torch *parameter* (buffers excluded) of the reference model.
     entries = tiny["state_dict_keys"][kind]
     n_params = sum(int(np.prod(e["shape"])) for e in entries if e["kind"] == "parameter")
-    info = json.loads((target / io.INFO_FILE).read_text())
+    info = json.loads((target / saved.INFO_FILE).read_text())
     assert info["num_params"] == n_params and info["kind"] == kind and info["arch"] == "tiny"
-    assert info["source_sha256"] == io.file_sha256(fixtures_dir / f"tiny_{kind}.pth")
+    assert info["source_sha256"] == torch_io.file_sha256(fixtures_dir / f"tiny_{kind}.pth")
 
     assert kind.upper() in stdout and "tiny" in stdout and str(target) in stdout
     assert f"{n_params:,}" in stdout
@@ -186,10 +188,10 @@ def test_cli_writes_converted_dir(kind, converted, tiny, fixtures_dir):
         assert re.search(rf"\b{name}\s+{value:.6g}\n", stdout), (name, stdout)
     if kind == "clip":
         root = torch.load(fixtures_dir / "tiny_clip.pth", weights_only=True)["root"].numpy()
-        np.testing.assert_array_equal(np.load(target / io.ROOT_FILE), root)
+        np.testing.assert_array_equal(np.load(target / saved.ROOT_FILE), root)
         assert "root" in stdout
     else:
-        assert not (target / io.ROOT_FILE).exists()
+        assert not (target / saved.ROOT_FILE).exists()
         assert "curv" in stdout
 
 
@@ -266,7 +268,7 @@ def test_subprocess_entry_point(fixtures_dir, head_flags, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "MERU" in done.stdout and str(target) in done.stdout
-    assert io.is_converted_dir(target)
+    assert saved.is_converted_dir(target)
     bad = subprocess.run(
         [
             sys.executable,
@@ -303,7 +305,7 @@ def test_training_checkpoint_extra_top_level_keys_ignored(meru_state, tmp_path, 
         },
         src,
     )
-    ckpt = io.read_torch_checkpoint(src)
+    ckpt = torch_io.read_torch_checkpoint(src)
     assert ckpt.layout == "training" and ckpt.root is None
     assert set(ckpt.ignored_keys) == {"optimizer", "iteration", "scheduler"}
     assert list(ckpt.state_dict) == list(meru_state)
@@ -315,7 +317,7 @@ def test_training_checkpoint_extra_top_level_keys_ignored(meru_state, tmp_path, 
 def test_bare_state_dict(meru_state, tmp_path, capsys, head_flags):
     src = tmp_path / "bare.pth"
     torch.save(dict(meru_state), src)
-    ckpt = io.read_torch_checkpoint(src)
+    ckpt = torch_io.read_torch_checkpoint(src)
     assert ckpt.layout == "bare" and ckpt.ignored_keys == ()
     for key, value in meru_state.items():
         np.testing.assert_array_equal(ckpt.state_dict[key], value.numpy())
@@ -327,8 +329,8 @@ def test_bare_state_dict(meru_state, tmp_path, capsys, head_flags):
 def test_bare_dict_with_non_tensor_is_refused(meru_state, tmp_path, capsys):
     src = tmp_path / "mixed.pth"
     torch.save({**meru_state, "iteration": 5}, src)
-    with pytest.raises(io.CheckpointError, match="not tensors: iteration.*under the top-level"):
-        io.read_torch_checkpoint(src)
+    with pytest.raises(saved.CheckpointError, match="not tensors: iteration.*under the top-level"):
+        torch_io.read_torch_checkpoint(src)
     code, out, err = _run(["-i", src, "-o", tmp_path / "out"], capsys)
     _assert_one_error_line(code, out, err, "iteration")
     assert not (tmp_path / "out").exists()
@@ -337,8 +339,8 @@ def test_bare_dict_with_non_tensor_is_refused(meru_state, tmp_path, capsys):
 def test_model_entry_not_a_state_dict(tmp_path):
     src = tmp_path / "odd.pth"
     torch.save({"model": torch.zeros(3)}, src)
-    with pytest.raises(io.CheckpointError, match=r"ckpt\['model'\] is a Tensor"):
-        io.read_torch_checkpoint(src)
+    with pytest.raises(saved.CheckpointError, match=r"ckpt\['model'\] is a Tensor"):
+        torch_io.read_torch_checkpoint(src)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,17 +501,17 @@ def test_existing_output_refused_then_overwritten(fixtures_dir, tmp_path, capsys
     target = tmp_path / "out"
     code, _, err = _run(["-i", fixtures_dir / "tiny_meru.pth", "-o", target, *head_flags], capsys)
     assert code == 0, err
-    before = (target / io.CONFIG_FILE).read_text()
+    before = (target / saved.CONFIG_FILE).read_text()
 
     args = ["-i", fixtures_dir / "tiny_clip.pth", "-o", target, *head_flags]
     code, out, err = _run(args, capsys)
     _assert_one_error_line(code, out, err, "already exists", "--overwrite")
-    assert (target / io.CONFIG_FILE).read_text() == before
+    assert (target / saved.CONFIG_FILE).read_text() == before
 
     code, out, err = _run([*args, "--overwrite"], capsys)
     assert code == 0, err
-    assert json.loads((target / io.CONFIG_FILE).read_text())["kind"] == "clip"
-    assert (target / io.ROOT_FILE).exists()
+    assert json.loads((target / saved.CONFIG_FILE).read_text())["kind"] == "clip"
+    assert (target / saved.ROOT_FILE).exists()
     assert _leftovers(tmp_path, "out") == []
 
 
@@ -536,7 +538,7 @@ def test_failure_while_writing_leaves_nothing(
     def broken_save(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(io.np, "save", broken_save)
+    monkeypatch.setattr(saved.np, "save", broken_save)
     target = tmp_path / "new_parent" / "deeper" / "out"
     code, out, err = _run(["-i", fixtures_dir / "tiny_clip.pth", "-o", target, *head_flags], capsys)
     _assert_one_error_line(code, out, err, "disk full")
@@ -624,7 +626,7 @@ def test_load_pretrained_bad_paths(tmp_path, converted):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_pretrained(tmp_path / "nothing")
     (tmp_path / "plain").mkdir()
-    with pytest.raises(io.CheckpointError, match="not a converted checkpoint directory"):
+    with pytest.raises(saved.CheckpointError, match="not a converted checkpoint directory"):
         load_pretrained(tmp_path / "plain")
     with pytest.raises(ValueError, match="only to .pth"):
         load_pretrained(converted["meru"][0], heads=4)
@@ -635,14 +637,14 @@ def test_load_pretrained_bad_paths(tmp_path, converted):
 def test_load_pretrained_dir_with_mismatched_config(converted, tmp_path):
     copy = tmp_path / "edited"
     shutil.copytree(converted["meru"][0], copy)
-    config = json.loads((copy / io.CONFIG_FILE).read_text())
+    config = json.loads((copy / saved.CONFIG_FILE).read_text())
     config["embed_dim"] += 2
-    (copy / io.CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(io.CheckpointError, match="do not match its config.json.*visual_proj"):
+    (copy / saved.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(saved.CheckpointError, match="do not match its config.json.*visual_proj"):
         load_pretrained(copy)
     config["colour"] = "blue"
-    (copy / io.CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(io.CheckpointError, match="unknown ModelConfig fields in config: colour"):
+    (copy / saved.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(saved.CheckpointError, match="unknown ModelConfig fields in config: colour"):
         load_pretrained(copy)
 
 
@@ -650,7 +652,7 @@ def test_load_pretrained_dir_with_mismatched_config(converted, tmp_path):
 @pytest.mark.parametrize("kind", ["meru", "clip"])
 def test_config_json_round_trip(name, kind):
     cfg = get_arch(name, kind)
-    assert io.config_from_dict(json.loads(json.dumps(io.config_to_dict(cfg)))) == cfg
+    assert saved.config_from_dict(json.loads(json.dumps(saved.config_to_dict(cfg)))) == cfg
 
 
 @pytest.mark.parametrize("name", ["vit_s", "vit_b", "vit_l"])
@@ -660,9 +662,9 @@ def test_released_layouts_need_no_flags(name, kind, fixtures_dir):
 
     Zero-stride stand-ins carry the shapes, so nothing of ViT-L's size is allocated.
     """
-    from checkpoints_convert.mapping import check_shapes
     from hac_jax.models import arch_name
     from hac_jax.models.pretrained import convert_config
+    from hac_jax.models.torch_mapping import check_shapes
 
     with open(fixtures_dir / f"manifest_{kind}_{name}.json") as f:
         manifest = json.load(f)

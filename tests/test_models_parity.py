@@ -1,7 +1,7 @@
 """Flax CLIP / MERU against the PyTorch MERU reference outputs (tests/fixtures/meru_torch).
 
 The tiny checkpoints are read with torch (``weights_only=True``), converted with
-``checkpoints_convert.mapping`` and run in float32 and, with x64 enabled for the fixture only, in
+``hac_jax.models.torch_mapping`` and run in float32 and, with x64 enabled for the fixture only, in
 float64. Tolerances follow the fixture README: float32 rtol 1e-4 (1e-3 for the gradients of the
 learnable scalars, whose f32 reference itself is off by up to 4e-4), float64 rtol 1e-10. Each
 (model, precision) pair is compiled once (one jitted function computes everything the tests read)
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints_convert import mapping
 from hac_jax import models
 from hac_jax.geometry import lorentz
+from hac_jax.models import torch_mapping as mapping
 from hac_jax.models.losses import model_loss
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "meru_torch"
@@ -417,7 +417,7 @@ def test_model_config_overrides():
 
 
 def test_config_json_round_trip():
-    from checkpoints_convert.io import config_from_dict, config_to_dict
+    from hac_jax.models.saved import config_from_dict, config_to_dict
 
     cfg = models.get_arch("tiny", "meru", precision="highest", pixel_mean=[0.5, 0.5, 0.5])
     back = config_from_dict(config_to_dict(cfg))

@@ -7,7 +7,7 @@ and ``TextConfig`` its towers. The released MERU / CLIP-baseline architectures (
 architecture of the PyTorch reference fixtures.
 
 Configs only hold plain values (ints, floats, strings, tuples), so
-``dataclasses.asdict`` gives JSON and ``checkpoints_convert.io.config_from_dict`` reads it back.
+``dataclasses.asdict`` gives JSON and ``hac_jax.models.saved.config_from_dict`` reads it back.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Two ways to use the weights::
     img = pre.model.apply({"params": pre.params}, images, project=True, method="encode_image")
 
 Directories are written by ``python -m checkpoints_convert`` or :func:`save_pretrained` (layout in
-:mod:`checkpoints_convert.io`). A ``.pth`` is read with ``torch.load(weights_only=True)`` (never
+:mod:`hac_jax.models.saved`). A ``.pth`` is read with ``torch.load(weights_only=True)`` (never
 running pickled code) and converted in memory, which needs PyTorch installed.
 """
 
@@ -182,7 +182,7 @@ def _expected_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]
 def _check_tree(params: Mapping[str, Any], cfg: ModelConfig, context: str) -> None:
     """Every parameter of the ``cfg`` model present with its shape, nothing else; otherwise a
     ``CheckpointError`` (a ``ValueError``) ``"{context}: <problems>"``."""
-    from checkpoints_convert.io import CheckpointError
+    from hac_jax.models.saved import CheckpointError
 
     want = _expected_shapes(cfg)
     got = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(dict(params)).items()}
@@ -215,7 +215,7 @@ def load_pretrained(
         or a ``.pth`` file (converted in memory; needs PyTorch).
       kind, heads, text_heads: ``.pth`` only: the model kind and attention head counts when the
         detected ones are wrong or cannot be known (head counts are not in any tensor shape; see
-        :func:`checkpoints_convert.mapping.infer_config`). A directory carries its config.
+        :func:`hac_jax.models.torch_mapping.infer_config`). A directory carries its config.
       **overrides: :class:`ModelConfig` fields that do not change the weights, e.g.
         ``precision="highest"``.
 
@@ -225,12 +225,12 @@ def load_pretrained(
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
-      checkpoints_convert.io.CheckpointError: an unreadable, unsafe or malformed checkpoint.
-      checkpoints_convert.mapping.ConversionError: a state dict that does not fit (listing every
+      hac_jax.models.saved.CheckpointError: an unreadable, unsafe or malformed checkpoint.
+      hac_jax.models.torch_mapping.ConversionError: a state dict that does not fit (listing every
         key/shape problem).
       ValueError: an override that is not a ModelConfig field or not allowed for directories.
     """
-    from checkpoints_convert import io
+    from hac_jax.models import saved, torch_io
 
     path = Path(path)
     if not path.exists():
@@ -244,16 +244,16 @@ def load_pretrained(
                 f"{path} is a converted directory whose config.json fixes kind and heads; "
                 "kind/heads/text_heads apply only to .pth files"
             )
-        converted = io.read_converted(path)
-        cfg = io.config_from_dict(converted.config)
+        converted = saved.read_converted(path)
+        cfg = saved.config_from_dict(converted.config)
         _check_tree(converted.params, cfg, f"{path}: params do not match its config.json")
         params, root, info = converted.params, converted.root, converted.info
     else:
-        ckpt = io.read_torch_checkpoint(path)
+        ckpt = torch_io.read_torch_checkpoint(path)
         cfg = convert_config(
             ckpt.state_dict, kind=kind, heads=heads, text_heads=text_heads, source_path=path
         )
-        from checkpoints_convert.mapping import convert_state_dict
+        from hac_jax.models.torch_mapping import convert_state_dict
 
         params = convert_state_dict(ckpt.state_dict, cfg)
         root = ckpt.root
@@ -277,12 +277,12 @@ def sidecar_heads(pth_path: str | os.PathLike) -> dict[str, int]:
     Looked for, in this order, in the checkpoint's folder: ``<name>.json`` (``x.pth.json``),
     ``<stem>.json``, ``<stem>_config.json``, ``config.json``, then any other ``*.json`` whose
     ``"files"`` list names the checkpoint (the layout of the MERU fixtures' ``tiny_config.json``).
-    Understood contents are those of :func:`checkpoints_convert.mapping.heads_from_metadata`.
+    Understood contents are those of :func:`hac_jax.models.torch_mapping.heads_from_metadata`.
     Returns ``{}`` when nothing usable is found; an unreadable JSON is skipped, not an error.
     """
     import json
 
-    from checkpoints_convert.mapping import heads_from_metadata
+    from hac_jax.models.torch_mapping import heads_from_metadata
 
     pth = Path(pth_path)
     folder = pth.parent
@@ -318,7 +318,7 @@ def convert_config(
     text_heads: int | None = None,
     source_path: str | os.PathLike | None = None,
 ) -> ModelConfig:
-    """:func:`checkpoints_convert.mapping.infer_config` plus a ``kind`` override.
+    """:func:`hac_jax.models.torch_mapping.infer_config` plus a ``kind`` override.
 
     Head counts are in no tensor shape. When ``heads``/``text_heads`` are not given and
     ``source_path`` (the ``.pth``) is, they are read from a metadata JSON beside it, if there is
@@ -327,7 +327,7 @@ def convert_config(
     Overriding the kind does not change which keys the state dict has, so a mismatch then shows
     up in the conversion as missing/unexpected ``curv`` and alpha keys.
     """
-    from checkpoints_convert.mapping import infer_config
+    from hac_jax.models.torch_mapping import infer_config
 
     if source_path is not None and (heads is None or text_heads is None):
         found = sidecar_heads(source_path)
@@ -355,12 +355,12 @@ def save_pretrained(
       ValueError: ``params`` do not match ``config``'s parameter tree.
       FileExistsError: the target exists and ``overwrite`` is false.
     """
-    from checkpoints_convert import io
+    from hac_jax.models import saved
 
     _check_tree(params, config, f"params do not fit the {config.kind} config")
     facts = scalar_summary(params, config)
     meta = {"arch": facts["arch"], "num_params": facts["num_params"], **dict(info or {})}
-    return io.write_converted(
+    return saved.write_converted(
         path,
         params,
         config,

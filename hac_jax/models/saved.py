@@ -1,21 +1,9 @@
-"""Reading PyTorch MERU/CLIP checkpoints safely, and writing/reading converted directories.
+"""The library's saved-model format: a directory that :func:`hac_jax.models.load_pretrained` reads.
 
-Reading a ``.pth`` never executes pickled code: files are opened with
-``torch.load(path, map_location="cpu", weights_only=True)``, whose restricted unpickler accepts only
-tensors and plain containers and refuses everything else (a pickle that would call ``os.system``
-is an error, not a side effect).
+Written by :func:`hac_jax.models.save_pretrained` (pretraining exports) and by the converter
+(``python -m checkpoints_convert``)::
 
-Top-level layout rule (MERU's own loader reads ``ckpt["model"]`` and ignores the rest):
-
-* a mapping with a ``"model"`` key is a *training checkpoint*: ``ckpt["model"]`` is the state dict,
-  ``ckpt["root"]`` (CLIP baseline files only) is the ``[ROOT]`` embedding, and every other
-  top-level key (``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ...) is ignored;
-* a mapping without a ``"model"`` key whose values are all tensors is a *bare state dict*;
-* anything else is an error.
-
-A converted directory holds::
-
-    DIR/config.json         the ModelConfig as JSON (``config_to_dict`` / ``config_from_dict``)
+    DIR/config.json         the ModelConfig as JSON (config_to_dict / config_from_dict)
     DIR/params/             orbax checkpoint of the Flax parameter tree (float32 numpy leaves)
     DIR/root.npy            CLIP's ROOT vector, (embed_dim,) float32 (only when the source had one)
     DIR/convert_info.json   provenance: source file, sha256, detected kind/arch, parameter count
@@ -27,17 +15,12 @@ so a failure never leaves a partial directory behind.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import pickle
-import re
 import secrets
 import shutil
 import types
 import typing
-import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,195 +34,40 @@ __all__ = [
     "ROOT_FILE",
     "CheckpointError",
     "ConvertedCheckpoint",
-    "TorchCheckpoint",
     "check_output_dir",
     "config_from_dict",
     "config_to_dict",
-    "file_sha256",
     "is_converted_dir",
     "read_converted",
-    "read_torch_checkpoint",
     "write_converted",
 ]
 
+
 CONFIG_FILE = "config.json"
+
+
 INFO_FILE = "convert_info.json"
+
+
 PARAMS_DIR = "params"
+
+
 ROOT_FILE = "root.npy"
+
+
 FORMAT_NAME = "hac_jax.converted"
+
+
 FORMAT_VERSION = 1
-# torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2 opcode).
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_MAGIC = b"\x80"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file or converted directory is unusable; the message says why in one line."""
-
-
-# --------------------------------------------------------------------------------------------
-# PyTorch checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class TorchCheckpoint:
-    """What a ``.pth`` file holds, as numpy.
-
-    Attributes:
-      path: the file read.
-      state_dict: flat ``{torch key: array}`` in file order (float tensors keep their dtype
-        except bfloat16, which becomes float32 since numpy has no bfloat16).
-      root: CLIP's ``[ROOT]`` embedding ``(embed_dim,)`` if the file had ``root``, else ``None``.
-      layout: ``"training"`` (top-level ``model`` key) or ``"bare"`` (top-level tensors).
-      ignored_keys: top-level keys that were not read (``optimizer``, ``iteration``, ...).
-    """
-
-    path: Path
-    state_dict: dict[str, np.ndarray]
-    root: np.ndarray | None
-    layout: str
-    ignored_keys: tuple[str, ...]
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise CheckpointError(
-            "reading .pth checkpoints needs PyTorch; install the CPU build with "
-            "`pip install 'hac-jax[convert]'` (torch==2.13.0)"
-        ) from None
-    return torch
-
-
-def _to_numpy(tensor: Any) -> np.ndarray:
-    torch = _import_torch()
-    tensor = tensor.detach().cpu()
-    if tensor.dtype == torch.bfloat16:
-        tensor = tensor.float()
-    # A view: the array keeps the tensor's storage alive, and a ViT-L is not held twice.
-    return tensor.numpy()
-
-
-def read_torch_checkpoint(path: str | os.PathLike) -> TorchCheckpoint:
-    """Reads a MERU/CLIP ``.pth`` file without executing any pickled code.
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist.
-      CheckpointError: not a regular file, not a torch archive, truncated/corrupt, a pickle that
-        carries code or non-tensor objects (refused), or a layout that is neither a training
-        checkpoint nor a bare state dict (see the module docstring).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint path is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file is empty: {path}")
-    torch = _import_torch()
-    with open(path, "rb") as f:
-        header = f.read(8)
-    if not header.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
-        raise CheckpointError(
-            f"{path} is not a torch checkpoint: expected a torch.save archive, the file starts "
-            f"with {header!r}"
-        )
-    try:
-        with warnings.catch_warnings():
-            # torch warns about pickle protocols before refusing; the refusal is reported below.
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        message = str(e)
-        if "Weights only load failed" in message:
-            culprit = re.search(r"GLOBAL ([\w.]+)", message)
-            what = f" (it references {culprit.group(1)})" if culprit else ""
-            if culprit and culprit.group(1).startswith("torch."):
-                # A cut-off legacy pickle shows up as a truncated torch name, not as code.
-                raise CheckpointError(
-                    f"refused to load {path}: unsupported pickle content{what}; the file is "
-                    "truncated/corrupt or holds torch objects other than tensors"
-                ) from None
-            raise CheckpointError(
-                f"refused to load {path}: the pickle carries code or objects other than tensors"
-                f"{what}; only plain tensor checkpoints are read (weights_only=True), nothing was "
-                "executed"
-            ) from None
-        raise CheckpointError(f"{path} is a corrupt torch checkpoint ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
-        detail = _first_line(e)
-        if header.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
-            detail = "the zip directory at its end is missing"
-        raise CheckpointError(
-            f"{path} is a truncated or corrupt torch checkpoint ({detail or type(e).__name__})"
-        ) from None
-    return _split_checkpoint(path, ckpt, torch)
-
-
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else ""
 
 
-def _split_checkpoint(path: Path, ckpt: Any, torch) -> TorchCheckpoint:
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(
-            f"{path} holds a {type(ckpt).__name__}, expected a dict with a 'model' state dict "
-            "or a bare state dict of tensors"
-        )
-    if "model" in ckpt:
-        state = ckpt["model"]
-        if not isinstance(state, Mapping):
-            raise CheckpointError(
-                f"{path}: ckpt['model'] is a {type(state).__name__}, expected a state dict"
-            )
-        layout = "training"
-        root = ckpt.get("root")
-        if root is not None and not isinstance(root, torch.Tensor):
-            raise CheckpointError(
-                f"{path}: ckpt['root'] is a {type(root).__name__}, expected a tensor"
-            )
-        ignored = tuple(str(k) for k in ckpt if k not in ("model", "root"))
-    else:
-        state, root, layout, ignored = ckpt, None, "bare", ()
-    bad = [
-        str(k)
-        for k, v in state.items()
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor)
-    ]
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
-        hint = (
-            ""
-            if layout == "training"
-            else "; a training checkpoint keeps its state dict under the top-level key 'model'"
-        )
-        raise CheckpointError(f"{path}: state dict entries that are not tensors: {shown}{hint}")
-    if not state:
-        raise CheckpointError(f"{path}: the state dict is empty")
-    return TorchCheckpoint(
-        path=path,
-        state_dict={k: _to_numpy(v) for k, v in state.items()},
-        root=None if root is None else _to_numpy(root),
-        layout=layout,
-        ignored_keys=ignored,
-    )
-
-
-def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> str:
-    """Hex SHA-256 of a file (to compare with published checksums)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Config <-> JSON
-# --------------------------------------------------------------------------------------------
+class CheckpointError(ValueError):
+    """A checkpoint file or converted directory is unusable; the message says why in one line."""
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -273,7 +101,7 @@ def config_from_dict(data: Mapping[str, Any], cls: type | None = None) -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"invalid {cls.__name__} config: {_first_line(e)}") from None
+        raise CheckpointError(f"invalid {cls.__name__} config: {first_line(e)}") from None
 
 
 def _from_json(hint: Any, value: Any) -> Any:
@@ -297,11 +125,6 @@ def _from_json(hint: Any, value: Any) -> Any:
         inner = args[0] if args else Any
         return tuple(_from_json(inner, v) for v in value)
     return value
-
-
-# --------------------------------------------------------------------------------------------
-# Converted directories
-# --------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -478,7 +301,7 @@ def read_converted(path: str | os.PathLike) -> ConvertedCheckpoint:
         params = checkpointer.restore(path / PARAMS_DIR)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
         raise CheckpointError(
-            f"{path / PARAMS_DIR}: cannot restore params ({_first_line(e)})"
+            f"{path / PARAMS_DIR}: cannot restore params ({first_line(e)})"
         ) from None
     finally:
         checkpointer.close()
@@ -487,7 +310,7 @@ def read_converted(path: str | os.PathLike) -> ConvertedCheckpoint:
         try:
             root = np.load(path / ROOT_FILE, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path / ROOT_FILE}: unreadable ({_first_line(e)})") from None
+            raise CheckpointError(f"{path / ROOT_FILE}: unreadable ({first_line(e)})") from None
     return ConvertedCheckpoint(path=path, params=params, config=config, root=root, info=info)
 
 
@@ -495,7 +318,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not valid JSON ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return data

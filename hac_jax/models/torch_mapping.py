@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from hac_jax.models import ModelConfig, TextConfig, VisionConfig, param_shapes
+from hac_jax.models.config import ModelConfig, TextConfig, VisionConfig
+from hac_jax.models.two_tower import param_shapes
 
 __all__ = [
     "RELEASED_TEXT_HEADS",

@@ -1,4 +1,4 @@
-"""checkpoints_convert.mapping: config inference, conversion checks, round trips, the manifests of
+"""hac_jax.models.torch_mapping: config inference, conversion checks, round trips, the manifests of
 the six released checkpoints (shape-only: zero-stride stand-ins, nothing large is allocated)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import torch
 from flax import traverse_util
 
-from checkpoints_convert import mapping
-from checkpoints_convert.mapping import ConversionError, HeadCountWarning
 from hac_jax import models
+from hac_jax.models import torch_mapping as mapping
+from hac_jax.models.torch_mapping import ConversionError, HeadCountWarning
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "meru_torch"
 MANIFESTS = [(k, a) for k in ("meru", "clip") for a in ("vit_s", "vit_b", "vit_l")]
