@@ -94,29 +94,30 @@ def retrieval_report(pre, data, loader, args) -> dict:
     """R@k with caption->image pairs as ground truth, and with every caption naming the
     image's concept counted as correct (template captions repeat across images)."""
     from hac_jax import data as hdata
-    from hac_jax import evaluate
+    from hac_jax.eval import encode, metrics, zero_shot
+    from hac_jax.models import scalars_at_use
 
     cfg = pre.config
     bank = hdata.CaptionBank(data.hierarchy, context_length=cfg.text.context_length)
     batch, tokens, t2i, levels = retrieval_set(
         loader, bank, args.retrieval_images, args.captions_per_image, args.seed
     )
-    img, _ = evaluate.encode_images(pre.model, pre.params, [batch], keys=())
-    txt = evaluate.encode_texts(pre.model, pre.params, tokens, project=True)
-    curv = evaluate.model_scalars(pre.params, cfg)["curv"]
+    img, _ = encode.encode_images(pre.model, pre.params, [batch], keys=())
+    txt = encode.encode_texts(pre.model, pre.params, tokens, project=True)
+    curv = scalars_at_use(pre.params, cfg, fill=True)["curv"]
     sim = np.asarray(pre.geometry.pairwise_sim(img, txt, curv))
     depth = [hdata.CAPTION_LEVEL_DEPTH[hdata.CAPTION_LEVELS[lv]] for lv in levels]
-    relevance = evaluate.concept_relevance(
+    relevance = metrics.concept_relevance(
         batch["label"], batch["label"][t2i], depth, data.hierarchy.class_to_group
     )
     out = {
-        "pairs": evaluate.retrieval_recall(sim, t2i),
-        "concept": evaluate.retrieval_recall(sim, None, relevance=relevance),
+        "pairs": metrics.retrieval_recall(sim, t2i),
+        "concept": metrics.retrieval_recall(sim, None, relevance=relevance),
     }
-    for name, metrics in out.items():
+    for name, recalls in out.items():
         print(
             f"retrieval ({name}) {data.name}/{args.split} ({len(batch['label'])} images) | "
-            + evaluate.results_line(metrics)
+            + zero_shot.results_line(recalls)
         )
     return out
 
@@ -125,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad arguments or inputs)."""
     args = _parser().parse_args(argv)
     from hac_jax import data as hdata
-    from hac_jax import evaluate, train
+    from hac_jax import train
+    from hac_jax.eval import zero_shot
     from hac_jax.models import load_pretrained
 
     try:
@@ -147,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         captions=False,
         image_size=cfg.vision.image_size,
     )
-    zs = evaluate.zero_shot_classify(
+    zs = zero_shot.zero_shot_classify(
         pre.model,
         pre.params,
         cfg,

@@ -126,10 +126,13 @@ def _forgetting(model, params, model_cfg, data, forget_ids, eval_bs, prompts) ->
     import jax.numpy as jnp
     import numpy as np
 
-    from hac_jax import audit, evaluate
     from hac_jax import data as hdata
+    from hac_jax.eval.encode import encode_images
+    from hac_jax.eval.metrics import forgetting_accuracies
+    from hac_jax.eval.zero_shot import zero_shot_classifier
+    from hac_jax.models import scalars_at_use
 
-    classes = evaluate.zero_shot_classifier(model, params, model_cfg, prompts, batch_size=eval_bs)
+    classes = zero_shot_classifier(model, params, model_cfg, prompts, batch_size=eval_bs)
     loader = hdata.make_loader(
         data,
         "test",
@@ -140,10 +143,10 @@ def _forgetting(model, params, model_cfg, data, forget_ids, eval_bs, prompts) ->
         captions=False,
         image_size=model_cfg.vision.image_size,
     )
-    images, extras = evaluate.encode_images(model, params, loader, batch_size=eval_bs)
-    curv = float(evaluate.model_scalars(params, model_cfg)["curv"])
+    images, extras = encode_images(model, params, loader, batch_size=eval_bs)
+    curv = float(scalars_at_use(params, model_cfg, fill=True)["curv"])
     scores = np.asarray(model_cfg.geometry.pairwise_sim(jnp.asarray(images), classes, curv))
-    return audit.forgetting_accuracies(scores, extras["label"], forget_ids)
+    return forgetting_accuracies(scores, extras["label"], forget_ids)
 
 
 def run(config: Any, workdir: str) -> dict[str, Any]:

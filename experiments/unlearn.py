@@ -322,9 +322,9 @@ def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
     """One (forget set, row, seed) run, from the cache or computed and then cached."""
     import numpy as np
 
-    from hac_jax import audit
+    from hac_jax.eval.audit import audit_model
+    from hac_jax.eval.metrics import to_jsonable
     from hac_jax.unlearning.loop import unlearn
-    from hac_jax.unlearning_audit import audit_model
 
     names, ids = job.forget_sets[k], job.forget_ids[k]
     key = run_key(job, row, ids, seed)
@@ -379,7 +379,7 @@ def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
         "method_cfg": row.method_cfg,
         "loop": row.loop if row.method not in ("original", "retrain") else None,
         "seed": seed if row.method != "original" else 0,
-        "metrics": audit.to_jsonable(result.metrics),
+        "metrics": to_jsonable(result.metrics),
         **cost,
         "audit_seconds": time.perf_counter() - t0,
     }

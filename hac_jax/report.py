@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from hac_jax.eval.names import GLOSSARY, is_fraction
 from hac_jax.files import atomic_path, write_text
 
 __all__ = [
@@ -85,36 +86,8 @@ HIERARCHY_COLUMNS: tuple[str, ...] = (
 REQUIRED_TOP: tuple[str, ...] = ("model", "class_names", "runs")
 REQUIRED_RUN: tuple[str, ...] = ("forget", "row", "seed", "metrics", "steps", "seconds", "examples")
 
-_FRACTION_NAMES = frozenset({"FA", "UA", "RA", "TA"})
-_FRACTION_PREFIXES = ("ret_", "mia_", "cone_", "dest_")
-# mia_threshold is a similarity value (a negative distance on MERU), not a share of samples.
-_RAW_EXCEPTIONS = frozenset({"mia_threshold"})
 _MODEL_ORDER = {"clip": 0, "meru": 1}
 _COST_KEYS = ("steps", "seconds", "examples")
-
-_GLOSSARY = {
-    "FA": "forget accuracy: zero-shot top-1 on test images of the forgotten concepts "
-    "(lower = more forgotten; the target is Retrain's FA)",
-    "UA": "the same on the forget *training* images",
-    "RA": "retain accuracy: zero-shot top-1 on test images of the retained concepts",
-    "TA": "zero-shot top-1 on all test images",
-    "mia_forget_nonmember": "share of forget training pairs a membership-inference threshold "
-    "(fit on retain-train vs test) judges non-members (target: Retrain's value)",
-    "align_gap_forget": "mean sim of matched minus mismatched image-caption pairs, forget test "
-    "pairs (raw similarity units)",
-    "align_gap_retain": "the same on retain test pairs",
-    "dist_origin_image_forget": "mean hyperbolic distance to the origin of forget test images "
-    "(MERU; raw units)",
-    "cone_own_forget": "share of forget test images inside their caption's entailment cone",
-    "cone_parent_forget": "share of forget test images inside their parent concept's cone",
-    "dest_sibling": "share of forget test images whose new top-1 concept is a sibling class",
-    "steps": "unlearning optimizer steps (mean over seeds)",
-    "seconds": "unlearning wall time in seconds (mean over seeds)",
-    "compute": "images processed during unlearning as a percentage of the same model's Retrain "
-    "row for that forget set",
-    "n": "number of runs (seeds) aggregated",
-}
-
 
 # ----------------------------------------------------------------------------------------------
 # Loading and validation
@@ -351,14 +324,6 @@ def accuracy_by_k(agg: list[dict], metric: str) -> dict[tuple[str, str], list[di
 # ----------------------------------------------------------------------------------------------
 # Markdown
 # ----------------------------------------------------------------------------------------------
-
-
-def is_fraction(metric: str) -> bool:
-    """Whether a metric is a share in [0, 1] (shown in percent): FA/UA/RA/TA and the ``ret_``,
-    ``mia_``, ``cone_``, ``dest_`` families (except ``mia_threshold``); others are raw floats."""
-    if metric in _RAW_EXCEPTIONS:
-        return False
-    return metric in _FRACTION_NAMES or metric.startswith(_FRACTION_PREFIXES)
 
 
 def _metric_cell(stats: Mapping[str, Any] | None, metric: str) -> str | None:
@@ -723,8 +688,8 @@ def _figures_for(res: dict, index: int, out_dir: str) -> tuple[list[tuple[str, s
 def _glossary(columns: Sequence[str]) -> list[str]:
     lines = []
     for c in columns:
-        if c in _GLOSSARY:
-            text = _GLOSSARY[c]
+        if c in GLOSSARY:
+            text = GLOSSARY[c]
         elif c.startswith("ret_"):
             text = "retrieval recall on retain test captions (i2t: image->text, t2i: text->image)"
         elif c.startswith(("align_", "dist_")):
@@ -735,7 +700,7 @@ def _glossary(columns: Sequence[str]) -> list[str]:
         lines.append(f"- **{c}** ({unit}): {text}")
     for c in ("n", "steps", "seconds", "compute"):
         name = "compute vs retrain" if c == "compute" else c
-        lines.append(f"- **{name}**: {_GLOSSARY[c]}")
+        lines.append(f"- **{name}**: {GLOSSARY[c]}")
     return lines
 
 

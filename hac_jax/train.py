@@ -31,8 +31,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from hac_jax import checkpointing, evaluate, optim, progress, sharding
+from hac_jax import checkpointing, optim, progress, sharding
 from hac_jax import data as hdata
+from hac_jax.eval import zero_shot
 from hac_jax.files import write_text
 
 __all__ = [
@@ -359,7 +360,7 @@ class TrainResult:
     model_cfg: Any
     step: int
     history: list[dict[str, Any]]
-    zero_shot: evaluate.ZeroShotResult | None
+    zero_shot: zero_shot.ZeroShotResult | None
     export_dir: str | None
 
 
@@ -632,7 +633,7 @@ def zero_shot_report(
     data: hdata.HierDataset,
     config: ml_collections.ConfigDict,
     bar: progress.Progress | None = None,
-) -> evaluate.ZeroShotResult:
+) -> zero_shot.ZeroShotResult:
     """Zero-shot classification on the test split, printed as a copy-paste line and logged."""
     loader = hdata.make_loader(
         data,
@@ -645,7 +646,7 @@ def zero_shot_report(
         image_size=model_cfg.vision.image_size,
         shard_options=grain.sharding.NoSharding(),  # every host scores the whole split
     )
-    result = evaluate.zero_shot_classify(
+    result = zero_shot.zero_shot_classify(
         model,
         jax.device_get(params),
         model_cfg,

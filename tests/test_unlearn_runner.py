@@ -169,8 +169,8 @@ def test_retrain_runs_the_pretraining_recipe_on_the_retain_classes(data_dir, tmp
 
 
 def test_cross_alignment_gaps_matches_brute_force():
+    from hac_jax.eval.audit import cross_alignment_gaps
     from hac_jax.geometry import get_geometry
-    from hac_jax.unlearning_audit import cross_alignment_gaps
 
     rng = np.random.default_rng(0)
     u = rng.normal(size=(9, 4)).astype(np.float32)

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from hac_jax import audit, evaluate, models
 from hac_jax import data as hdata
-from hac_jax.geometry import LORENTZ, SPHERE
-from hac_jax.unlearning_audit import (
+from hac_jax import models
+from hac_jax.eval import encode, metrics
+from hac_jax.eval.audit import (
     ARRAY_KEYS,
     MERU_ARRAY_KEYS,
     METRIC_KEYS,
@@ -24,6 +24,9 @@ from hac_jax.unlearning_audit import (
     embed_split,
     retain_retrieval,
 )
+from hac_jax.eval.names import DESTINATIONS
+from hac_jax.eval.zero_shot import zero_shot_classifier
+from hac_jax.geometry import LORENTZ, SPHERE
 
 B = 32
 FORGET = [0]  # circle
@@ -90,14 +93,14 @@ def test_every_metric_and_array_present(kind, tiny_models, data):
             assert res.metrics[key] <= 0.0  # -distance
         else:
             assert -1.0 - 1e-6 <= res.metrics[key] <= 1.0 + 1e-6
-    dest = sum(res.metrics[f"dest_{d}"] for d in audit.DESTINATIONS)
+    dest = sum(res.metrics[f"dest_{d}"] for d in DESTINATIONS)
     assert dest == pytest.approx(1.0)
 
     expected = set(ARRAY_KEYS) | (set(MERU_ARRAY_KEYS) if kind == "meru" else set())
     assert set(res.arrays) == expected
     n = data.num_examples("test")
     labels = data.labels("test")
-    names = audit.concept_table(h)["names"]
+    names = metrics.concept_table(h)["names"]
     arr = res.arrays
     assert arr["alignment_matrix"].shape == (h.num_classes, h.num_classes)
     assert np.isfinite(arr["alignment_matrix"]).all()
@@ -120,7 +123,7 @@ def test_every_metric_and_array_present(kind, tiny_models, data):
 def _pure_inputs(kind, tiny_models, data):
     model, params, cfg = tiny_models[kind]
     img, txt, lab = embed_split(model, params, cfg, data, "test", batch_size=B)
-    curv = float(evaluate.model_scalars(params, cfg)["curv"])
+    curv = float(models.scalars_at_use(params, cfg, fill=True)["curv"])
     return model, params, cfg, img, txt, lab, curv
 
 
@@ -132,16 +135,16 @@ def test_audit_model_matches_the_pure_audits(tiny_models, data):
     model, params, cfg, img, txt, lab, curv = _pure_inputs("clip", tiny_models, data)
     h, geo = data.hierarchy, SPHERE
     f_img, _, f_lab = embed_split(model, params, cfg, data, "train", batch_size=B, classes=FORGET)
-    classes = evaluate.zero_shot_classifier(model, params, cfg, hdata.class_prompts(h))
-    concepts = evaluate.zero_shot_classifier(model, params, cfg, concept_prompts(h))
+    classes = zero_shot_classifier(model, params, cfg, hdata.class_prompts(h))
+    concepts = zero_shot_classifier(model, params, cfg, concept_prompts(h))
     is_f = np.isin(lab, FORGET)
     m = res.metrics
 
-    acc = audit.forgetting_accuracies(
-        audit.pairwise_similarity(img, classes, geo, curv),
+    acc = metrics.forgetting_accuracies(
+        metrics.pairwise_similarity(img, classes, geo, curv),
         lab,
         FORGET,
-        forget_train_scores=audit.pairwise_similarity(f_img, classes, geo, curv),
+        forget_train_scores=metrics.pairwise_similarity(f_img, classes, geo, curv),
         forget_train_labels=f_lab,
     )
     for key in ("FA", "UA", "RA", "TA"):
@@ -151,20 +154,20 @@ def test_audit_model_matches_the_pure_audits(tiny_models, data):
         assert m[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     np.testing.assert_allclose(
         res.arrays["alignment_matrix"],
-        audit.alignment_matrix(img, lab, txt, lab, h.num_classes, geo, curv),
+        metrics.alignment_matrix(img, lab, txt, lab, h.num_classes, geo, curv),
         rtol=1e-5,
         atol=1e-6,
     )
-    table = audit.concept_table(h)
-    dest = audit.forgotten_destinations(
-        audit.pairwise_similarity(img[is_f], concepts, geo, curv),
+    table = metrics.concept_table(h)
+    dest = metrics.forgotten_destinations(
+        metrics.pairwise_similarity(img[is_f], concepts, geo, curv),
         lab[is_f],
         concept_levels=table["levels"],
         concept_groups=table["groups"],
         class_concepts=table["class_concepts"],
         class_groups=table["class_groups"],
     )
-    for d in audit.DESTINATIONS:
+    for d in DESTINATIONS:
         assert m[f"dest_{d}"] == pytest.approx(dest[d], abs=1e-12), d
     np.testing.assert_array_equal(res.arrays["dest_top1_count"], dest["top1_count"])
 
@@ -174,18 +177,18 @@ def test_meru_cones_and_distances_match_the_pure_audits(tiny_models, data):
     res = _audit("meru", tiny_models, data)
     model, params, cfg, img, txt, lab, curv = _pure_inputs("meru", tiny_models, data)
     h = data.hierarchy
-    classes = np.asarray(evaluate.zero_shot_classifier(model, params, cfg, hdata.class_prompts(h)))
-    groups = np.asarray(evaluate.zero_shot_classifier(model, params, cfg, hdata.group_prompts(h)))
+    classes = np.asarray(zero_shot_classifier(model, params, cfg, hdata.class_prompts(h)))
+    groups = np.asarray(zero_shot_classifier(model, params, cfg, hdata.group_prompts(h)))
     is_f = np.isin(lab, FORGET)
     m = res.metrics
-    dist = audit.distance_to_origin_audit(img, txt, is_f, LORENTZ, curv)
+    dist = metrics.distance_to_origin_audit(img, txt, is_f, LORENTZ, curv)
     for key, value in dist.items():
         assert m[key] == pytest.approx(value, rel=1e-5), key
     parent = groups[np.asarray(h.class_group)[lab]]
     for part, sel in (("forget", is_f), ("retain", ~is_f)):
-        own = audit.cone_membership(img, classes[lab], curv, mask=sel)
+        own = metrics.cone_membership(img, classes[lab], curv, mask=sel)
         assert m[f"cone_own_{part}"] == pytest.approx(own, abs=1e-12)
-        par = audit.cone_membership(img, parent, curv, mask=sel)
+        par = metrics.cone_membership(img, parent, curv, mask=sel)
         assert m[f"cone_parent_{part}"] == pytest.approx(par, abs=1e-12)
 
 
@@ -228,8 +231,8 @@ def test_bad_input_raises_before_compute(kw, needle, tiny_models, data, monkeypa
     def boom(*a, **k):
         raise AssertionError("compute started before the input was rejected")
 
-    monkeypatch.setattr(evaluate, "encode_images", boom)
-    monkeypatch.setattr(evaluate, "encode_texts", boom)
+    monkeypatch.setattr(encode, "encode_images", boom)
+    monkeypatch.setattr(encode, "encode_texts", boom)
     model, params, cfg = tiny_models["clip"]
     args = dict(forget_ids=FORGET)
     args.update(kw)
@@ -242,7 +245,7 @@ def test_bad_input_raises_before_compute(kw, needle, tiny_models, data, monkeypa
 def test_concept_prompts_use_the_class_templates_at_every_level():
     h = hdata.SHAPES
     prompts = concept_prompts(h)
-    assert len(prompts) == len(audit.concept_table(h)["names"])
+    assert len(prompts) == len(metrics.concept_table(h)["names"])
     assert prompts[: h.num_classes] == hdata.class_prompts(h)
     n = len(hdata.TEMPLATES["class"])
     assert all(len(p) == n for p in prompts)
@@ -251,7 +254,7 @@ def test_concept_prompts_use_the_class_templates_at_every_level():
 
 
 def test_parent_cone_apex_of_a_flat_hierarchy_is_the_root():
-    from hac_jax.unlearning_audit import _parent_prompts
+    from hac_jax.eval.audit import _parent_prompts
 
     flat = hdata.Hierarchy.flat("things", ["cup", "pen", "box"])
     prompts, rows = _parent_prompts(flat)
@@ -331,7 +334,7 @@ def test_known_answers_on_the_sphere():
     assert m["mia_fit_balanced_acc"] == 1.0
     assert m["mia_forget_nonmember"] == 0.5
     # one forget image per destination: own class, sibling, parent, other group, root
-    for d in audit.DESTINATIONS:
+    for d in DESTINATIONS:
         assert m[f"dest_{d}"] == pytest.approx(0.2), d
     np.testing.assert_array_equal(res.arrays["dest_top1_count"], [1, 1, 0, 1, 0, 1, 0, 1])
     for key in MERU_ONLY:

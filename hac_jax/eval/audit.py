@@ -1,4 +1,5 @@
-"""Runs a model over a data set and feeds the pure audits of :mod:`hac_jax.audit`.
+"""The unlearning audit of one model: runs it over the data once and feeds the pure metrics of
+:mod:`hac_jax.eval.metrics`.
 
 :func:`audit_model` is the per-model audit of docs/METHOD.md "Metrics". It works in two stages:
 
@@ -6,24 +7,24 @@
    :class:`AuditEmbeddings` (projected embeddings of the test pairs, the forget-train pairs, a
    seeded subset of the retain-train pairs, and the prompt-ensemble embeddings of the concepts);
 2. :func:`audit_embeddings` turns those embeddings into a :class:`ModelAudit` with the pure
-   functions of :mod:`hac_jax.audit` (no model involved, so hand-built embeddings test it).
+   functions of :mod:`hac_jax.eval.metrics` (no model involved, so hand-built embeddings test it).
 
 Metric names (:data:`METRIC_KEYS`, every one present on both geometries; fractions in [0, 1]):
 
-* ``FA, UA, RA, TA``: zero-shot accuracies (:func:`hac_jax.audit.forgetting_accuracies`).
+* ``FA, UA, RA, TA``: zero-shot accuracies (:func:`hac_jax.eval.metrics.forgetting_accuracies`).
 * ``ret_{i2t,t2i}_R@{1,5}``: retrieval on the retain-concept test pairs with concept relevance
   (:func:`retain_retrieval`).
 * ``mia_forget_nonmember, mia_fit_balanced_acc``: EMIA-style membership audit
-  (:func:`hac_jax.audit.mia_audit`).
+  (:func:`hac_jax.eval.metrics.mia_audit`).
 * ``align_{matched,mismatched,gap}_{forget,retain}``: :func:`cross_alignment_gaps` (computed
-  from the concept x concept alignment matrix, :func:`hac_jax.audit.alignment_matrix`).
+  from the concept x concept alignment matrix, :func:`hac_jax.eval.metrics.alignment_matrix`).
 * ``dist_origin_{image,text}_{forget,retain}``: mean distance to the origin
-  (:func:`hac_jax.audit.distance_to_origin_audit`); MERU only, NaN for CLIP (on the sphere every
-  embedding has norm 1, so the number says nothing).
+  (:func:`hac_jax.eval.metrics.distance_to_origin_audit`); MERU only, NaN for CLIP (on the
+  sphere every embedding has norm 1, so the number says nothing).
 * ``cone_{own,parent}_{forget,retain}``: share of test images inside the entailment cone of their
-  class / parent concept (:func:`hac_jax.audit.cone_membership`); MERU only, NaN for CLIP.
+  class / parent concept (:func:`hac_jax.eval.metrics.cone_membership`); MERU only, NaN for CLIP.
 * ``dest_{own_class,sibling,parent,root,other}``: where the forget test images go among every
-  concept of the hierarchy (:func:`hac_jax.audit.forgotten_destinations`).
+  concept of the hierarchy (:func:`hac_jax.eval.metrics.forgotten_destinations`).
 
 Arrays (:data:`ARRAY_KEYS`, the npz keys of docs/DESIGN.md "Unlearning results"):
 ``alignment_matrix`` ``(C, C)``, ``is_forget`` / ``labels`` ``(N,)`` of the test images,
@@ -43,8 +44,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hac_jax import audit, evaluate
+from hac_jax.eval import encode
+from hac_jax.eval import metrics as pure  # the metrics as pure functions
+from hac_jax.eval.names import (
+    ARRAY_KEYS,
+    DESTINATIONS,
+    HIERARCHY_METRICS,
+    MERU_ARRAY_KEYS,
+    METRIC_KEYS,
+    RETRIEVAL_KS,
+)
+from hac_jax.eval.zero_shot import zero_shot_classifier
 from hac_jax.geometry import Geometry
+from hac_jax.models import scalars_at_use
 
 __all__ = [
     "ARRAY_KEYS",
@@ -61,41 +73,9 @@ __all__ = [
     "retain_retrieval",
 ]
 
-_PARTS = ("forget", "retain")
 # Prompts are encoded in batches of this size, so the class, concept and parent prompt sets
 # (of different sizes) share one compiled text encoder.
 _PROMPT_BATCH = 8
-RETRIEVAL_KS = (1, 5)
-
-METRIC_KEYS: tuple[str, ...] = (
-    "FA",
-    "UA",
-    "RA",
-    "TA",
-    *(f"ret_{d}_R@{k}" for d in ("i2t", "t2i") for k in RETRIEVAL_KS),
-    "mia_forget_nonmember",
-    "mia_fit_balanced_acc",
-    *(f"align_{m}_{p}" for p in _PARTS for m in ("matched", "mismatched", "gap")),
-    *(f"dist_origin_{m}_{p}" for m in ("image", "text") for p in _PARTS),
-    *(f"cone_{c}_{p}" for c in ("own", "parent") for p in _PARTS),
-    *(f"dest_{d}" for d in audit.DESTINATIONS),
-)
-"""Every key of :attr:`ModelAudit.metrics`, in order."""
-
-ARRAY_KEYS: tuple[str, ...] = (
-    "alignment_matrix",
-    "is_forget",
-    "labels",
-    "dest_top1_count",
-    "concept_names",
-)
-"""Keys of :attr:`ModelAudit.arrays` on both geometries."""
-
-MERU_ARRAY_KEYS: tuple[str, ...] = ("dist_origin_image", "dist_origin_text")
-"""Extra keys of :attr:`ModelAudit.arrays` on the hyperboloid."""
-
-# Metrics without meaning on the sphere (every norm is 1; CLIP has no entailment cones).
-_MERU_ONLY = tuple(k for k in METRIC_KEYS if k.startswith(("dist_origin_", "cone_")))
 
 
 @dataclasses.dataclass
@@ -126,7 +106,7 @@ class AuditEmbeddings:
       class_embs: ``(C, E)`` the zero-shot classifier (class prompt ensembles).
       parent_embs: ``(C, E)`` the prompt-ensemble embedding of each class's parent concept (its
         group; the root in a flat hierarchy), or ``None`` where it is not needed (CLIP).
-      concept_embs: ``(K, E)`` every concept of :func:`hac_jax.audit.concept_table`, in its
+      concept_embs: ``(K, E)`` every concept of :func:`hac_jax.eval.metrics.concept_table`, in its
         order (:func:`concept_prompts`).
     """
 
@@ -149,24 +129,10 @@ class AuditEmbeddings:
 # ----------------------------------------------------------------------------------------------
 
 
-def _encode_unique_texts(
-    model: Any, params: Any, tokens: np.ndarray, batch_size: int
-) -> np.ndarray:
-    """``(N, L)`` tokens -> ``(N, E)`` projected text embeddings, encoding each distinct caption
-    once: captions come from a small template bank, so the test set's thousands of captions
-    hold a few dozen distinct ones. The distinct rows are zero-padded to whole batches so that
-    the encoder compiles once whatever their number."""
-    uniq, inverse = np.unique(np.asarray(tokens, np.int32), axis=0, return_inverse=True)
-    n = uniq.shape[0]
-    padded = np.concatenate([uniq, np.zeros((-n % batch_size, uniq.shape[1]), np.int32)])
-    emb = evaluate.encode_texts(model, params, padded, project=True, batch_size=batch_size)
-    return emb[:n][inverse.reshape(-1)]
-
-
 def _embed_batches(
     model: Any, params: Any, batches: Iterable[Mapping[str, Any]], batch_size: int
 ) -> dict[str, np.ndarray]:
-    images, extras = evaluate.encode_images(
+    images, extras = encode.encode_images(
         model,
         params,
         batches,
@@ -176,7 +142,7 @@ def _embed_batches(
     )
     return {
         "images": images,
-        "texts": _encode_unique_texts(model, params, extras["tokens"], batch_size),
+        "texts": encode.encode_unique_texts(model, params, extras["tokens"], batch_size),
         "labels": extras["label"].astype(np.int64),
         "levels": extras["caption_level"].astype(np.int64),
     }
@@ -230,7 +196,8 @@ def embed_split(
 
 
 def concept_prompts(hierarchy: Any) -> list[list[str]]:
-    """Prompt ensembles of every concept of :func:`hac_jax.audit.concept_table`, in its order.
+    """Prompt ensembles of every concept of :func:`hac_jax.eval.metrics.concept_table`, in its
+    order.
 
     Every concept gets the class templates (``hac_jax.data.TEMPLATES["class"]``) filled with its
     phrase ("a photo of a sneaker", "a photo of footwear", "a photo of clothing"): the same
@@ -239,7 +206,7 @@ def concept_prompts(hierarchy: Any) -> list[list[str]]:
     """
     from hac_jax.data import TEMPLATES, class_prompts
 
-    table = audit.concept_table(hierarchy)
+    table = pure.concept_table(hierarchy)
     n_cls = hierarchy.num_classes
     extra = [
         [t.format(c=p, g=p, r=hierarchy.root_phrase) for t in TEMPLATES["class"]]
@@ -303,7 +270,7 @@ def embed_for_audit(
     latter), in record order. The MIA members are the first ``min(mia_members, #retain-train)``
     records of the loader's ``seed``-shuffled retain-train records, with the captions the loader
     draws for them. Concept embeddings are prompt ensembles pooled as zero-shot does
-    (:func:`hac_jax.evaluate.zero_shot_classifier`: on the hyperboloid the raw features are
+    (:func:`hac_jax.eval.zero_shot.zero_shot_classifier`: on the hyperboloid the raw features are
     averaged in the tangent space and lifted with ``exp_map0``).
     """
     forget_ids = _check_request(
@@ -314,15 +281,13 @@ def embed_for_audit(
 
     def classifier(prompts: list[list[str]]) -> np.ndarray:
         return np.asarray(
-            evaluate.zero_shot_classifier(
-                model, params, model_cfg, prompts, batch_size=_PROMPT_BATCH
-            )
+            zero_shot_classifier(model, params, model_cfg, prompts, batch_size=_PROMPT_BATCH)
         )
 
     # One ensemble call for every concept; its class rows are the zero-shot classifier.
     concept_embs = classifier(concept_prompts(h))
     parent_embs = None
-    if model_cfg.kind == "meru":
+    if model_cfg.geometry.has_cones:
         prompts, rows = _parent_prompts(h)
         parent_embs = classifier(prompts)[rows]
 
@@ -443,13 +408,13 @@ def cross_alignment_gaps(
     ``(N, E), (N, E), (N,), (N,) -> {"align_{matched,mismatched,gap}_{forget,retain}"}``: matched
     = mean sim(image_i, caption_i); mismatched = mean sim(image_i, caption_j) over all ``j`` of a
     different concept, averaged over the rows of the part. Unlike
-    :func:`hac_jax.audit.alignment_gaps` the mismatches are not confined to the part, so a
+    :func:`hac_jax.eval.metrics.alignment_gaps` the mismatches are not confined to the part, so a
     forget set of a single class still has them. NaN for a part without rows.
     """
     images, texts = np.asarray(images), np.asarray(texts)
     labels = np.asarray(labels).astype(np.int64)
     mask = np.asarray(is_forget, dtype=bool)
-    matched = np.asarray(audit.pair_similarity(images, texts, geometry, curv), np.float64)
+    matched = np.asarray(pure.pair_similarity(images, texts, geometry, curv), np.float64)
     mism_sum = np.zeros(images.shape[0], np.float64)
     mism_cnt = np.zeros(images.shape[0], np.float64)
     t_all = jnp.asarray(texts)
@@ -529,13 +494,13 @@ def retain_retrieval(
     Returns:
       ``{"ret_i2t_R@k", "ret_t2i_R@k"}`` fractions. Captions come from templates, so many pairs
       share one caption and pair-identity retrieval is ill-posed. Here a caption is correct for an
-      image when it describes the image's concept (:func:`hac_jax.evaluate.concept_relevance`:
+      image when it describes the image's concept (:func:`hac_jax.eval.zero_shot.concept_relevance`:
       class-level captions its class, group-level ones its group, root ones every image), and
       the caption gallery is the set of *distinct* captions (equal embedding rows merged, a
       merged caption correct wherever one of its copies is): with duplicates kept, one wrong
       caption text would fill all top-k slots and R@5 would equal R@1. Image->text queries are
       the ``N`` images, text->image queries the distinct captions; ranks as in
-      :func:`hac_jax.evaluate.retrieval_recall` (ties count against the query).
+      :func:`hac_jax.eval.zero_shot.retrieval_recall` (ties count against the query).
     """
     from hac_jax.data import CAPTION_LEVEL_DEPTH, CAPTION_LEVELS
 
@@ -554,14 +519,14 @@ def retain_retrieval(
     uniq, inverse = np.unique(texts, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     # The classes each caption describes, merged over the copies of a distinct caption.
-    describes = evaluate.concept_relevance(
+    describes = pure.concept_relevance(
         np.arange(groups.size), caption_labels, depth, groups
     ).T  # (M, C)
     uniq_describes = np.zeros((uniq.shape[0], groups.size), bool)
     np.logical_or.at(uniq_describes, inverse, describes)
     relevance = uniq_describes.T[image_labels]  # (N, U)
-    sim = audit.pairwise_similarity(images, uniq, geometry, curv)
-    rec = evaluate.retrieval_recall(sim, None, ks=ks, relevance=relevance)
+    sim = pure.pairwise_similarity(images, uniq, geometry, curv)
+    rec = pure.retrieval_recall(sim, None, ks=ks, relevance=relevance)
     return {f"ret_{k}": v for k, v in rec.items()}
 
 
@@ -603,7 +568,7 @@ def audit_embeddings(
     (distances to the origin, cones) are computed on the hyperboloid and NaN on the sphere.
     """
     num_classes = hierarchy.num_classes
-    table = audit.concept_table(hierarchy)
+    table = pure.concept_table(hierarchy)
     _check_embeddings(emb, num_classes, len(table["names"]))
     forget_ids = sorted({int(c) for c in forget_ids})
     labels = np.asarray(emb.test_labels, np.int64)
@@ -615,16 +580,16 @@ def audit_embeddings(
             f"{int(is_forget.sum())} forget and {int(retain.sum())} retain images"
         )
     img, txt = np.asarray(emb.test_images), np.asarray(emb.test_texts)
-    hyperbolic = geometry.name == "lorentz"
+    has_cones = geometry.has_cones
     geometry = _JittedGeometry(geometry)  # type: ignore[assignment]
     curv = jnp.asarray(curv, np.result_type(img.dtype, np.float32))
     metrics: dict[str, float] = {}
 
     def class_scores(x: np.ndarray) -> np.ndarray:
-        return audit.pairwise_similarity(x, emb.class_embs, geometry, curv)
+        return pure.pairwise_similarity(x, emb.class_embs, geometry, curv)
 
     metrics.update(
-        audit.forgetting_accuracies(
+        pure.forgetting_accuracies(
             class_scores(img),
             labels,
             forget_ids,
@@ -644,14 +609,14 @@ def audit_embeddings(
             curv,
         )
     )
-    pair_sims = audit.pair_similarity(img, txt, geometry, curv)
-    mia = audit.mia_audit(
-        audit.pair_similarity(emb.member_images, emb.member_texts, geometry, curv),
+    pair_sims = pure.pair_similarity(img, txt, geometry, curv)
+    mia = pure.mia_audit(
+        pure.pair_similarity(emb.member_images, emb.member_texts, geometry, curv),
         pair_sims[retain],
-        audit.pair_similarity(emb.forget_train_images, emb.forget_train_texts, geometry, curv),
+        pure.pair_similarity(emb.forget_train_images, emb.forget_train_texts, geometry, curv),
     )
     metrics.update({k: mia[k] for k in ("mia_forget_nonmember", "mia_fit_balanced_acc")})
-    matrix = audit.alignment_matrix(img, labels, txt, labels, num_classes, geometry, curv)
+    matrix = pure.alignment_matrix(img, labels, txt, labels, num_classes, geometry, curv)
     forget_classes = np.isin(np.arange(num_classes), forget_ids)
     metrics.update(_gaps_from_matrix(matrix, labels, pair_sims, forget_classes))
     arrays: dict[str, np.ndarray] = {
@@ -660,8 +625,8 @@ def audit_embeddings(
         "labels": labels,
     }
 
-    if hyperbolic:
-        metrics.update(audit.distance_to_origin_audit(img, txt, is_forget, geometry, curv))
+    if has_cones:
+        metrics.update(pure.distance_to_origin_audit(img, txt, is_forget, geometry, curv))
         for kind, x in (("image", img), ("text", txt)):
             arrays[f"dist_origin_{kind}"] = np.asarray(
                 geometry.dist_to_origin(jnp.asarray(x), curv), np.float64
@@ -671,19 +636,19 @@ def audit_embeddings(
         for cone, apex in (("own", emb.class_embs), ("parent", emb.parent_embs)):
             apex = np.asarray(apex)[labels]
             for part, sel in (("forget", is_forget), ("retain", retain)):
-                metrics[f"cone_{cone}_{part}"] = audit.cone_membership(img, apex, curv, mask=sel)
+                metrics[f"cone_{cone}_{part}"] = pure.cone_membership(img, apex, curv, mask=sel)
     else:
-        metrics.update({k: math.nan for k in _MERU_ONLY})
+        metrics.update({k: math.nan for k in HIERARCHY_METRICS})
 
-    dest = audit.forgotten_destinations(
-        audit.pairwise_similarity(img[is_forget], emb.concept_embs, geometry, curv),
+    dest = pure.forgotten_destinations(
+        pure.pairwise_similarity(img[is_forget], emb.concept_embs, geometry, curv),
         labels[is_forget],
         concept_levels=table["levels"],
         concept_groups=table["groups"],
         class_concepts=table["class_concepts"],
         class_groups=table["class_groups"],
     )
-    metrics.update({f"dest_{d}": dest[d] for d in audit.DESTINATIONS})
+    metrics.update({f"dest_{d}": dest[d] for d in DESTINATIONS})
     arrays["dest_top1_count"] = dest["top1_count"]
     arrays["concept_names"] = np.asarray(table["names"], dtype=str)
     return ModelAudit(
@@ -724,5 +689,5 @@ def audit_model(
         mia_members=mia_members,
         seed=seed,
     )
-    curv = float(evaluate.model_scalars(params, model_cfg)["curv"])
+    curv = float(scalars_at_use(params, model_cfg, fill=True)["curv"])
     return audit_embeddings(emb, data.hierarchy, forget_ids, model_cfg.geometry, curv)

@@ -1,11 +1,13 @@
-"""Unlearning audits: pure functions on embeddings, scores and labels (docs/METHOD.md, "Metrics").
+"""The metrics of docs/METHOD.md "Metrics" as pure functions on embeddings, scores and labels.
 
-Every function takes arrays (numpy or jax) and returns plain Python floats / numpy arrays in dicts;
-:func:`to_jsonable` turns such a dict into JSON-able values. Accuracies and rates are fractions in
-``[0, 1]`` (multiply by 100 for percent, as :func:`hac_jax.evaluate.results_line` does).
+No model is involved: every function takes arrays (numpy or jax) and returns plain Python floats /
+numpy arrays in dicts, so each metric is checked on hand-built cases. :func:`to_jsonable` turns
+such a dict into JSON-able values. Accuracies and rates are fractions in ``[0, 1]``.
 
-* :func:`forgetting_accuracies`: FA, UA, RA, TA, macro-averaged over classes like MERU's evaluator.
-* :func:`retrieval_metrics`: R@1/R@5 image->text and text->image.
+* :func:`classification_metrics`: macro (mean per-class), top-k and per-class accuracies;
+  :func:`forgetting_accuracies`: FA, UA, RA, TA from them, macro over classes like MERU's evaluator.
+* :func:`retrieval_recall`, :func:`concept_relevance`, :func:`retrieval_metrics`: R@k
+  image->text and text->image, with ground truth as caption->image pairs or by concept.
 * :func:`pair_similarity`, :func:`fit_mia_threshold`, :func:`mia_audit`: the membership-inference
   audit in the style of AC's EMIA (Wang et al., arXiv 2406.03603): per-pair score = sim(image, its
   caption), a threshold fit on retain-train (members) vs test (non-members), then the share of
@@ -21,11 +23,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hac_jax.data.hierarchy import LEVELS, Hierarchy
-from hac_jax.evaluate import classification_metrics, retrieval_recall
+from hac_jax.eval.names import DESTINATIONS
 from hac_jax.geometry import LORENTZ, Geometry
 
 __all__ = [
@@ -33,6 +36,8 @@ __all__ = [
     "alignment_gap",
     "alignment_gaps",
     "alignment_matrix",
+    "classification_metrics",
+    "concept_relevance",
     "concept_table",
     "cone_membership",
     "distance_to_origin_audit",
@@ -43,6 +48,7 @@ __all__ = [
     "pair_similarity",
     "pairwise_similarity",
     "retrieval_metrics",
+    "retrieval_recall",
     "to_jsonable",
 ]
 
@@ -61,6 +67,171 @@ def _as_mask(name: str, mask: Any, n: int) -> np.ndarray:
     if mask.shape != (n,) or mask.dtype != bool:
         raise ValueError(f"{name} must be a ({n},) bool array, got {mask.dtype} {mask.shape}")
     return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Classification and retrieval
+# ----------------------------------------------------------------------------------------------
+
+
+def classification_metrics(
+    logits: np.ndarray | jax.Array,
+    labels: np.ndarray | jax.Array,
+    num_classes: int | None = None,
+    *,
+    topk: Sequence[int] = (1, 5),
+) -> dict[str, Any]:
+    """Accuracy of class scores against integer labels.
+
+    Args:
+      logits: ``(N, C)`` scores, higher = more likely.
+      labels: ``(N,)`` integer class ids in ``[0, C)``.
+      num_classes: ``C``; defaults to ``logits.shape[1]``.
+      topk: the ``k`` of the reported top-k accuracies (those with ``1 < k < C``).
+
+    Returns:
+      ``{"macro_acc": mean of per-class top-1 accuracies over classes present in labels,
+      "top1": micro top-1, "top{k}": ..., "per_class_acc": (C,) float64 (NaN where a class has no
+      sample), "per_class_count": (C,) int64}``. Accuracies are fractions in ``[0, 1]``. Ties are
+      broken towards the lower class index (``argmax``).
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels).astype(np.int64)
+    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"need logits (N, C) and labels (N,), got {logits.shape} and {labels.shape}"
+        )
+    num_classes = logits.shape[1] if num_classes is None else num_classes
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"logits have {logits.shape[1]} classes, expected {num_classes}")
+    if labels.size == 0:
+        raise ValueError("no samples to evaluate")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+        )
+    pred = logits.argmax(axis=1)
+    correct = pred == labels
+    counts = np.bincount(labels, minlength=num_classes)
+    hits = np.bincount(labels, weights=correct, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+    out: dict[str, Any] = {
+        "macro_acc": float(np.nanmean(per_class)),
+        "top1": float(correct.mean()),
+    }
+    # top-k: the true class counts as found when fewer than k classes score strictly higher.
+    true_score = np.take_along_axis(logits, labels[:, None], axis=1)
+    rank = (logits > true_score).sum(axis=1)
+    for k in topk:
+        if 1 < k < num_classes:  # top-C is trivially 1
+            out[f"top{k}"] = float((rank < k).mean())
+    out["per_class_acc"] = per_class
+    out["per_class_count"] = counts
+    return out
+
+
+def retrieval_recall(
+    similarity: np.ndarray | jax.Array,
+    text_to_image: np.ndarray | Sequence[int] | None,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    relevance: np.ndarray | None = None,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Recall@k for image->text and text->image retrieval.
+
+    Args:
+      similarity: ``(N_img, N_txt)`` scores, higher = more similar.
+      text_to_image: ``(N_txt,)`` index of each caption's image (an image may have several);
+        ignored when ``relevance`` is given.
+      ks: the cut-offs.
+      relevance: optional ``(N_img, N_txt)`` bool, which captions count as correct for which
+        images (e.g. every caption naming the image's concept, when captions come from
+        templates and many are identical); default: the pairs of ``text_to_image``.
+      chunk: image rows processed at once (bounds memory for large sets).
+
+    Returns:
+      ``{"i2t_R@k": ..., "t2i_R@k": ...}`` as fractions. A query counts as retrieved at ``k``
+      when any correct item ranks in its top ``k``; queries without a correct item are left
+      out. Ties are counted *against* the query (a wrong item scoring equal to the best correct
+      one ranks ahead of it), so a constant similarity matrix cannot score well.
+    """
+    sim = np.asarray(similarity, dtype=np.float64)
+    if sim.ndim != 2 or sim.shape[1] == 0:
+        raise ValueError(f"need a non-empty similarity matrix (N_img, N_txt), got {sim.shape}")
+    n_img, n_txt = sim.shape
+    if relevance is not None:
+        relevance = np.asarray(relevance, dtype=bool)
+        if relevance.shape != sim.shape:
+            raise ValueError(f"relevance has shape {relevance.shape}, similarity {sim.shape}")
+
+        def correct(start: int, stop: int) -> np.ndarray:
+            return relevance[start:stop]
+
+    else:
+        t2i = np.asarray(text_to_image, dtype=np.int64)
+        if t2i.shape != (n_txt,) or t2i.min() < 0 or t2i.max() >= n_img:
+            raise ValueError(
+                f"text_to_image must be ({n_txt},) indices of images in [0, {n_img}), got "
+                f"shape {t2i.shape}"
+            )
+
+        def correct(start: int, stop: int) -> np.ndarray:
+            return t2i[None, :] == np.arange(start, stop)[:, None]
+
+    blocks = [(a, min(a + chunk, n_img)) for a in range(0, n_img, chunk)]
+    # Pass 1: best correct score per image (row) and per caption (column).
+    row_best = np.empty(n_img)
+    col_best = np.full(n_txt, -np.inf)
+    for a, b in blocks:
+        scores = np.where(correct(a, b), sim[a:b], -np.inf)
+        row_best[a:b] = scores.max(axis=1)
+        col_best = np.maximum(col_best, scores.max(axis=0))
+    # Pass 2: rank = wrong items scoring at least the best correct one.
+    i2t_rank = np.empty(n_img, dtype=np.int64)
+    t2i_rank = np.zeros(n_txt, dtype=np.int64)
+    for a, b in blocks:
+        wrong = ~correct(a, b)
+        i2t_rank[a:b] = ((sim[a:b] >= row_best[a:b, None]) & wrong).sum(axis=1)
+        t2i_rank += ((sim[a:b] >= col_best[None, :]) & wrong).sum(axis=0)
+    i2t_rank = i2t_rank[np.isfinite(row_best)]
+    t2i_rank = t2i_rank[np.isfinite(col_best)]
+    if i2t_rank.size == 0 or t2i_rank.size == 0:
+        raise ValueError("no image or no caption has a correct match")
+
+    out = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = float((i2t_rank < k).mean())
+    for k in ks:
+        out[f"t2i_R@{k}"] = float((t2i_rank < k).mean())
+    return out
+
+
+def concept_relevance(
+    image_labels: np.ndarray,
+    caption_labels: np.ndarray,
+    caption_depth: Sequence[str],
+    class_to_group: np.ndarray,
+) -> np.ndarray:
+    """Which captions describe which images, by concept: ``(N,), (M,), (M,), (C,) -> (N, M)`` bool.
+
+    A caption drawn for class ``caption_labels[j]`` at depth ``"class"`` is correct for the
+    images of that class, at depth ``"group"`` for every image of the class's group, at
+    ``"root"`` for every image (use with :func:`retrieval_recall`'s ``relevance``).
+    """
+    image_labels = np.asarray(image_labels, np.int64)
+    caption_labels = np.asarray(caption_labels, np.int64)
+    depth = np.asarray(caption_depth)
+    groups = np.asarray(class_to_group, np.int64)
+    unknown = set(depth.tolist()) - {"class", "group", "root"}
+    if unknown or depth.shape != caption_labels.shape:
+        raise ValueError(f"caption_depth must be class/group/root per caption, got {unknown}")
+    same_class = image_labels[:, None] == caption_labels[None, :]
+    same_group = groups[image_labels][:, None] == groups[caption_labels][None, :]
+    return np.where(
+        depth[None, :] == "class", same_class, np.where(depth[None, :] == "group", same_group, True)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +336,7 @@ def retrieval_metrics(
 
     ``text_to_image`` (``(N_txt,)``) gives each caption's image; by default caption ``i`` belongs to
     image ``i``. Pass the retain-concept test pairs for the METHOD.md metric. Ties count against
-    the query (:func:`hac_jax.evaluate.retrieval_recall`).
+    the query (:func:`retrieval_recall`).
     """
     sim = pairwise_similarity(image_emb, text_emb, geometry, curv)
     if text_to_image is None:
@@ -386,9 +557,6 @@ def cone_membership(images: Any, cone_texts: Any, curv: Any, *, mask: Any | None
     if mask is not None:
         inside = inside[_as_mask("mask", mask, images.shape[0])]
     return float(inside.mean()) if inside.size else math.nan
-
-
-DESTINATIONS = ("own_class", "sibling", "parent", "root", "other")
 
 
 def concept_table(hierarchy: Hierarchy) -> dict[str, Any]:

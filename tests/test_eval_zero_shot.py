@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hac_jax import evaluate as ev
+from hac_jax.eval import metrics
+from hac_jax.eval import zero_shot as ev
 from hac_jax.geometry import LORENTZ, SPHERE, lorentz
+from hac_jax.models import scalars_at_use
 
 
 def _np_exp_map0(v, c):
@@ -73,7 +75,7 @@ def test_zero_shot_accuracy_hand_built(geometry, curv):
     images, labels = _images_and_labels(directions, geometry, curv, norm=0.8)
     logits = ev.zero_shot_logits(images, classes, geometry, curv)
     assert logits.shape == (7, 3)
-    m = ev.classification_metrics(logits, labels)
+    m = metrics.classification_metrics(logits, labels)
     np.testing.assert_allclose(m["per_class_acc"], [0.75, 1.0, 0.0])
     np.testing.assert_array_equal(m["per_class_count"], [4, 2, 1])
     assert m["macro_acc"] == pytest.approx((0.75 + 1.0 + 0.0) / 3)
@@ -88,70 +90,6 @@ def test_lorentz_ranking_equals_lorentzian_inner_product_ranking():
     by_sim = np.argmax(np.asarray(ev.zero_shot_logits(x, y, LORENTZ, 0.7)), axis=1)
     by_inner = np.argmax(np.asarray(lorentz.pairwise_inner(x, y, 0.7)), axis=1)
     np.testing.assert_array_equal(by_sim, by_inner)
-
-
-def test_classification_metrics_missing_class_and_topk():
-    logits = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 3.0, 2.0], [1.0, 0.0, 3.0, 2.0]])
-    labels = np.array([1, 2, 3])  # class 0 absent
-    m = ev.classification_metrics(logits, labels, topk=(1, 2, 3, 4))
-    assert math.isnan(m["per_class_acc"][0])
-    np.testing.assert_allclose(m["per_class_acc"][1:], [0.0, 1.0, 0.0])
-    assert m["macro_acc"] == pytest.approx(1 / 3)  # mean over the 3 classes present
-    assert m["top1"] == pytest.approx(1 / 3)
-    # true-class ranks: 1, 0, 1 -> top2 all hit
-    assert m["top2"] == pytest.approx(1.0)
-    assert m["top3"] == pytest.approx(1.0)
-    assert "top4" not in m  # top-C is trivially 1
-
-
-def test_classification_metrics_rejects_bad_labels():
-    with pytest.raises(ValueError, match="labels must lie"):
-        ev.classification_metrics(np.zeros((2, 3)), np.array([0, 3]))
-    with pytest.raises(ValueError, match="need logits"):
-        ev.classification_metrics(np.zeros((2, 3)), np.array([0, 1, 2]))
-
-
-# 3 images, 5 captions: image 0 has captions 0, 1; image 1 has caption 2; image 2 has 3, 4.
-SIM = np.array(
-    [
-        [0.9, 0.1, 0.8, 0.0, 0.2],
-        [0.5, 0.4, 0.3, 0.6, 0.7],
-        [0.1, 0.2, 0.9, 0.3, 0.0],
-    ]
-)
-T2I = np.array([0, 0, 1, 2, 2])
-
-
-def test_retrieval_recall_hand_computed():
-    got = ev.retrieval_recall(SIM, T2I, ks=(1, 2, 5))
-    # i2t ranks (wrong captions >= best right one): image 0 -> 0, image 1 -> 4, image 2 -> 1.
-    assert got["i2t_R@1"] == pytest.approx(1 / 3)
-    assert got["i2t_R@2"] == pytest.approx(2 / 3)
-    assert got["i2t_R@5"] == pytest.approx(1.0)
-    # t2i ranks per caption: 0, 2, 2, 1, 2.
-    assert got["t2i_R@1"] == pytest.approx(1 / 5)
-    assert got["t2i_R@2"] == pytest.approx(2 / 5)
-    assert got["t2i_R@5"] == pytest.approx(1.0)
-
-
-def test_retrieval_recall_image_without_caption_is_left_out_and_chunking_agrees():
-    sim = np.vstack([SIM, np.full((1, 5), 5.0)])  # image 3: no caption, scores high everywhere
-    got = ev.retrieval_recall(sim, T2I, ks=(1, 2, 5), chunk=2)
-    # image 3 outranks every right image in t2i; i2t leaves it out.
-    assert got["i2t_R@1"] == pytest.approx(1 / 3)
-    assert got["t2i_R@1"] == 0.0
-    assert got["t2i_R@2"] == pytest.approx(1 / 5)
-
-
-def test_retrieval_ties_count_against_the_query():
-    got = ev.retrieval_recall(np.ones((4, 4)), np.arange(4), ks=(1, 3, 4))
-    assert got["i2t_R@1"] == 0.0 and got["t2i_R@1"] == 0.0
-    assert got["i2t_R@3"] == 0.0 and got["i2t_R@4"] == 1.0
-
-
-def test_retrieval_rejects_bad_index():
-    with pytest.raises(ValueError, match="text_to_image"):
-        ev.retrieval_recall(SIM, np.array([0, 0, 1, 2, 3]))
 
 
 def test_results_line():
@@ -194,7 +132,7 @@ def test_single_prompt_classifier_equals_projected_text_embedding(kind):
     tokens = tokenize([p[0] for p in prompts], context_length=cfg.text.context_length)
     want = model.apply({"params": params}, tokens, project=True, method="encode_text")
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
-    scalars = ev.model_scalars(params, cfg)
+    scalars = scalars_at_use(params, cfg, fill=True)
     if kind == "meru":
         assert float(scalars["curv"]) == pytest.approx(0.5)
         assert float(scalars["textual_alpha"]) == pytest.approx(np.exp(-1.0))
@@ -220,13 +158,13 @@ def test_zero_shot_classify_over_uneven_batches(kind):
     )
     feats = model.apply({"params": params}, images, project=True, method="encode_image")
     classes = ev.zero_shot_classifier(model, params, cfg, prompts)
-    curv = ev.model_scalars(params, cfg)["curv"]
+    curv = scalars_at_use(params, cfg, fill=True)["curv"]
     from hac_jax.geometry import get_geometry
 
     want = get_geometry(kind).pairwise_sim(feats, classes, curv)
     np.testing.assert_allclose(result.logits, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(result.labels, labels)
-    m = ev.classification_metrics(np.asarray(want), labels)
+    m = metrics.classification_metrics(np.asarray(want), labels)
     assert result.metrics["macro_acc"] == pytest.approx(m["macro_acc"])
     assert result.line().startswith("zero-shot | macro_acc,top1: ")
 
@@ -260,32 +198,3 @@ def test_evaluators_yield_named_metrics():
         "retrieval/t2i_R@5",
     }
     assert all(0.0 <= v <= 1.0 for v in got.values())
-
-
-def test_retrieval_with_a_relevance_matrix():
-    # Captions 0 and 1 are the same text (same embedding); with pair ground truth image 0's
-    # duplicate caption of image 1 counts against it, with concept relevance it does not.
-    sim = np.array([[0.9, 0.9, 0.1], [0.9, 0.9, 0.2], [0.1, 0.2, 0.8]])
-    t2i = np.array([0, 1, 2])
-    pairs = ev.retrieval_recall(sim, t2i, ks=(1,))
-    assert pairs == {"i2t_R@1": pytest.approx(1 / 3), "t2i_R@1": pytest.approx(1 / 3)}
-    relevant = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], bool)
-    concept = ev.retrieval_recall(sim, None, ks=(1,), relevance=relevant)
-    assert concept == {"i2t_R@1": 1.0, "t2i_R@1": 1.0}
-    with pytest.raises(ValueError, match="relevance has shape"):
-        ev.retrieval_recall(sim, None, relevance=relevant[:2])
-
-
-def test_concept_relevance():
-    # classes 0, 1 in group 0; class 2 in group 1. Captions: class 0, group of class 1, root,
-    # class 2.
-    rel = ev.concept_relevance(
-        image_labels=np.array([0, 1, 2]),
-        caption_labels=np.array([0, 1, 2, 2]),
-        caption_depth=["class", "group", "root", "class"],
-        class_to_group=np.array([0, 0, 1]),
-    )
-    want = np.array([[1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 1, 1]], bool)
-    np.testing.assert_array_equal(rel, want)
-    with pytest.raises(ValueError, match="caption_depth"):
-        ev.concept_relevance(np.array([0]), np.array([0]), ["leaf"], np.array([0]))
