@@ -58,21 +58,21 @@ def bench(config, steps: int = 20, warmup: int = 3) -> dict:
     """Runs the measurements for ``config`` (a pretraining ConfigDict) in a scratch workdir."""
     import tempfile
 
-    from hac_jax import sharding, train
+    from hac_jax.training import driver, pretrain, sharding
 
     with tempfile.TemporaryDirectory() as workdir:
-        job = train.prepare(config, workdir)
-    state, shardings = train.create_train_state(
+        job = pretrain.prepare(config, workdir)
+    state, shardings = driver.create_train_state(
         job.model,
         job.model_cfg,
         job.tx,
         jax.random.PRNGKey(0),
         job.mesh,
-        train._sharding_rules(config),
+        pretrain._sharding_rules(config),
     )
-    step_fn = train.jit_train_step(job, shardings)
+    step_fn = pretrain.jit_train_step(job, shardings)
     it = iter(job.loader)
-    host_batch = {k: next(it)[k] for k in train._BATCH_KEYS}
+    host_batch = {k: next(it)[k] for k in pretrain._BATCH_KEYS}
     batch = sharding.global_batch(host_batch, job.mesh)
     t = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
@@ -93,7 +93,7 @@ def bench(config, steps: int = 20, warmup: int = 3) -> dict:
     for _ in range(steps):
         b = next(it)
         state, m = compiled(
-            state, sharding.global_batch({k: b[k] for k in train._BATCH_KEYS}, job.mesh)
+            state, sharding.global_batch({k: b[k] for k in pretrain._BATCH_KEYS}, job.mesh)
         )
     jax.block_until_ready(m)
     loop_s = (time.perf_counter() - t) / steps

@@ -126,13 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad arguments or inputs)."""
     args = _parser().parse_args(argv)
     from hac_jax import data as hdata
-    from hac_jax import train
     from hac_jax.eval import zero_shot
     from hac_jax.models import load_pretrained
 
     try:
         pre = load_pretrained(args.pretrained)
-        data = train.load_data(_data_config(args))
+        data = hdata.load_data(_data_config(args))
         if args.batch_size <= 0:
             raise ValueError(f"--batch_size must be positive, got {args.batch_size}")
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:

@@ -24,15 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     enable_compilation_cache()
-    from hac_jax import train
+    from hac_jax.training import pretrain
 
     try:
         config, flags = parse_command_line(argv, required=("workdir",), stop_after=0)
-        job = train.prepare(config, flags["workdir"])
+        job = pretrain.prepare(config, flags["workdir"])
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = train.run(job, stop_after=flags["stop_after"] or None)
+    result = pretrain.run(job, stop_after=flags["stop_after"] or None)
     print(f"[train] done: step {result.step}, workdir {job.workdir}", flush=True)
     if result.export_dir:
         print(f"[train] pretrained model: {result.export_dir}", flush=True)

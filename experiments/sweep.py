@@ -151,7 +151,7 @@ def _forgetting(model, params, model_cfg, data, forget_ids, eval_bs, prompts) ->
 
 def run(config: Any, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) the sweep; returns the summary written to ``sweep.json``."""
-    from experiments.unlearn import load_data, split_list
+    from experiments.unlearn import split_list
     from hac_jax.data import class_prompts
     from hac_jax.files import write_text
     from hac_jax.models.pretrained import load_pretrained
@@ -178,7 +178,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         raise ValueError("the forget set is empty; set --config.forget=CONCEPT")
     if not config.pretrained or not os.path.exists(config.pretrained):
         raise FileNotFoundError(f"pretrained model {config.pretrained!r} does not exist")
-    data = load_data(config.data)
+    from hac_jax import data as hdata
+
+    data = hdata.load_data(config.data)
     forget_ids, _ = data.hierarchy.split_classes(forget)
     pre = load_pretrained(config.pretrained)
     method.bind(model=pre.model, geometry=pre.config.geometry, cfg=defaults)

@@ -79,15 +79,6 @@ def split_list(text: Any, sep: str = ",") -> list[str]:
     return [t.strip() for t in str(text or "").split(sep) if t.strip()]
 
 
-def load_data(cfg: Any) -> Any:
-    """The prepared data set of an unlearning config's ``data`` block: ``fashion_mnist``,
-    ``shapes`` or ``prepared`` (any tfds directory, e.g. from ``prepare_image_folder``), the same
-    loaders pretraining uses (:func:`hac_jax.train.load_data`)."""
-    from hac_jax import train
-
-    return train.load_data(cfg)
-
-
 def slug(names: Sequence[str]) -> str:
     """A file-name-safe name of a forget set: ``["t-shirt/top", "bag"] -> "t-shirt-top+bag"``."""
     return "+".join(re.sub(r"[^a-z0-9]+", "-", n.lower()).strip("-") for n in names)
@@ -186,7 +177,9 @@ def prepare(config: Any, workdir: str) -> Job:
     if any(r.method == "retrain" for r in rows):
         retrain_config = _retrain_base_config(config)
 
-    data = load_data(config.data)
+    from hac_jax import data as hdata
+
+    data = hdata.load_data(config.data)
     hierarchy = data.hierarchy
     forget_ids = []
     for names in forget_sets:
@@ -281,11 +274,11 @@ def _cache_dir(job: Job) -> str:
 def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, Any]]:
     """Retrain on the retain classes with the pretraining recipe; returns the parameters and
     their cost. The run lives in ``<retrain.dir>/<kind>_<forget>_s<seed>_<key>``, ``key`` the
-    fingerprint of everything that determines it (:func:`hac_jax.train.run_fingerprint`:
+    fingerprint of everything that determines it (:func:`hac_jax.training.pretrain.run_fingerprint`:
     settings, classes, data, compiled step), so a finished Retrain is reused exactly when it is
     the same computation, and an interrupted one resumes from its checkpoints."""
-    from hac_jax import train
     from hac_jax.models.pretrained import load_pretrained
+    from hac_jax.training import pretrain
 
     cfg = job.retrain_config.copy_and_resolve_references()
     with cfg.unlocked():
@@ -294,8 +287,8 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
         cfg.eval.zero_shot = False  # the audit evaluates it
     kind = job.pretrained.config.kind
     root = os.path.abspath(job.config.retrain.dir or os.path.join(job.workdir, "retrain"))
-    tjob = train.prepare(cfg, os.path.join(root, "_pending"))
-    key = train.run_fingerprint(tjob)["key"]
+    tjob = pretrain.prepare(cfg, os.path.join(root, "_pending"))
+    key = pretrain.run_fingerprint(tjob)["key"]
     workdir = os.path.join(root, f"{kind}_{slug(names)}_s{seed}_{key[:12]}")
     tjob.workdir = workdir
     export = os.path.join(workdir, "pretrained")
@@ -303,7 +296,7 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
     if not os.path.exists(cost_path):
         print(f"[unlearn] retrain {kind} without {names}, seed {seed}: {workdir}", flush=True)
         t0 = time.perf_counter()
-        train.run(tjob)
+        pretrain.run(tjob)
         examples = int(cfg.total_steps) * int(cfg.batch_size)
         cost = {
             "steps": int(cfg.total_steps),

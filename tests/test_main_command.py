@@ -40,5 +40,7 @@ def test_main_command_smoke_runs_the_comparison(tmp_path):
         rows = {r["row"] for r in res["runs"]}
         assert rows == {"original", "retrain", "hac" if model == "meru" else "ac"}
     # Retrain is the pretraining recipe without the forgotten class
-    cfg = json.loads((runs / "retrain" / "meru_circle_s0" / "config.json").read_text())
+    # (the Retrain directory name ends in the run's fingerprint key)
+    (retrain_dir,) = (runs / "retrain").glob("meru_circle_s0_*")
+    cfg = json.loads((retrain_dir / "config.json").read_text())
     assert cfg["data"]["exclude_classes"] == "circle"

@@ -192,17 +192,17 @@ def test_cross_alignment_gaps_matches_brute_force():
 
 def test_pretraining_can_leave_classes_out(data_dir, tmp_path):
     from experiments.configs.pretrain import get_config
-    from hac_jax import train
+    from hac_jax.training import pretrain
 
     cfg = get_config("meru,smoke,data=shapes")
     cfg.data.data_dir = data_dir
     cfg.data.shapes.test_per_class = 4
     cfg.data.exclude_classes = "circle,patterns"
-    job = train.prepare(cfg, tmp_path / "w")
+    job = pretrain.prepare(cfg, tmp_path / "w")
     it = iter(job.loader)
     labels = np.concatenate([next(it)["label"] for _ in range(6)])  # more than one epoch
     names = job.data.hierarchy.classes
     assert sorted({names[i] for i in labels}) == ["square", "triangle"]
     cfg.data.exclude_classes = "shapes,patterns"
     with pytest.raises(ValueError, match="no class to retain"):
-        train.prepare(cfg, tmp_path / "w2")
+        pretrain.prepare(cfg, tmp_path / "w2")

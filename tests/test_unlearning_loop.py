@@ -10,7 +10,8 @@ import pytest
 from conftest import module_compilation_cache
 
 from hac_jax import data as hdata
-from hac_jax import models, sharding
+from hac_jax import models
+from hac_jax.training import sharding
 from hac_jax.unlearning import loop
 
 STEPS = 4
@@ -116,12 +117,12 @@ def _cached(name, params0, cfg, data, mesh, **kw):
 @pytest.fixture
 def no_compute(monkeypatch):
     """Fails the test if the loop gets as far as building its training state."""
-    import hac_jax.train
+    import hac_jax.training.driver
 
     def boom(*a, **k):
         raise AssertionError("compute started before the input was rejected")
 
-    monkeypatch.setattr(hac_jax.train, "create_train_state", boom)
+    monkeypatch.setattr(hac_jax.training.driver, "create_train_state", boom)
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ Switches: ``smoke`` shrinks everything to a seconds-long run (like big_vision's 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from hac_jax import optim
 from hac_jax.config_utils import parse_arg
+from hac_jax.training import optim
 
 MODELS = ("clip", "meru")
 
@@ -81,7 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
 
-    # MERU's AdamW recipe; the masks are data (see hac_jax.optim.meru_optim_config).
+    # MERU's AdamW recipe; the masks are data (see hac_jax.training.optim.meru_optim_config).
     config.optim = optim.meru_optim_config(lr=1e-3, warmup_steps=100, weight_decay=0.2)
 
     config.ckpt = ml_collections.ConfigDict(dict(every=500, keep=2))

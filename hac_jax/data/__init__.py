@@ -24,6 +24,7 @@ from hac_jax.data.captions import (
     group_prompts,
     sample_caption,
 )
+from hac_jax.data.datasets import DATASETS, load_data
 from hac_jax.data.fashion_mnist import (
     DEFAULT_SOURCE_DIR,
     FashionMnistHierarchy,
@@ -45,6 +46,7 @@ from hac_jax.data.synthetic import SHAPES, HierShapes, prepare_shapes
 __all__ = [
     "CAPTION_LEVELS",
     "CAPTION_LEVEL_DEPTH",
+    "DATASETS",
     "DATA_DIR_ENV",
     "DEFAULT_LEVEL_WEIGHTS",
     "DEFAULT_SOURCE_DIR",
@@ -67,6 +69,7 @@ __all__ = [
     "find_fashion_mnist_files",
     "group_prompts",
     "host_shard_options",
+    "load_data",
     "load_prepared",
     "make_loader",
     "make_mixed_loader",

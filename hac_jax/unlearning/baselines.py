@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from hac_jax.geometry import Geometry
-from hac_jax.optim import tree_from_rules
+from hac_jax.training.optim import tree_from_rules
 from hac_jax.unlearning import common
 from hac_jax.unlearning.ac import model_outputs
 from hac_jax.unlearning.registry import register
@@ -131,7 +131,8 @@ def negrad_loss(params, frozen_params, batch, rng, *, model, cfg, geometry, step
 
 def l1_norm(params: Any, rules: Any) -> Array:
     """``sum_k mult_k * |theta_k|_1`` over the parameter tree, ``mult`` from ``(regex, mult)`` rules
-    over ``/``-joined names (first full match wins; see :func:`hac_jax.optim.tree_from_rules`)."""
+    over ``/``-joined names (first full match wins; see
+    :func:`hac_jax.training.optim.tree_from_rules`)."""
     mults = tree_from_rules(params, [tuple(r) for r in rules], what="l1 rule")
     terms = jax.tree_util.tree_map(lambda p, m: m * jnp.sum(jnp.abs(p)), params, mults)
     return sum(jax.tree_util.tree_leaves(terms), jnp.zeros(()))

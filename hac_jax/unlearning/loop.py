@@ -10,8 +10,9 @@
 3. draws mixed forget/retain batches (``make_mixed_loader``; the forget share defaults from the
    method's flags), adds each pair's parent-concept tokens (``parent_tokens``, the first group
    prompt of its group) for methods that calibrate against the parent;
-4. runs a jitted AdamW step (``hac_jax.optim``), projecting the scalars with ``clamp_scalars``
-   after every update, logging through :class:`hac_jax.progress.Progress`;
+4. runs a jitted AdamW step (:mod:`hac_jax.training.optim`) with the shared step driver
+   (:mod:`hac_jax.training.driver`), projecting the scalars with ``clamp_scalars`` after every
+   update;
 5. with a ``workdir``, checkpoints params, optimizer state, step, rng and the data-iterator
    position with orbax, and resumes from the newest checkpoint there.
 
@@ -33,7 +34,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from hac_jax import optim, progress, sharding
+from hac_jax.files import write_text
+from hac_jax.training import optim, progress, sharding
 from hac_jax.unlearning.registry import Method, get_method
 
 __all__ = ["UnlearnResult", "default_forget_fraction", "make_unlearn_step", "unlearn"]
@@ -181,7 +183,7 @@ def unlearn(
       mesh: device mesh with a ``data`` axis (default: all devices on ``data``).
       log_every: log a record every this many steps (and at the last).
       split: training split of ``data``.
-      optim_overrides: fields of ``hac_jax.optim.meru_optim_config`` to override (e.g.
+      optim_overrides: fields of ``hac_jax.training.optim.meru_optim_config`` to override (e.g.
         ``end_lr=0.0`` for cosine decay, ``weight_decay``).
       ckpt_every: checkpoint interval in steps (default: only at the end).
       stop_after: stop (with a checkpoint) once this step is reached, as if interrupted.
@@ -277,33 +279,29 @@ def unlearn(
 
     # ---- compute starts here ----
     # orbax is imported here: the package imports this module with every method registration.
-    from hac_jax import checkpointing
-    from hac_jax.train import create_train_state
+    from hac_jax.training import checkpointing, driver
 
-    state, shardings = create_train_state(model, model_cfg, tx, jax.random.PRNGKey(seed), mesh)
+    state, shardings = driver.create_train_state(
+        model, model_cfg, tx, jax.random.PRNGKey(seed), mesh
+    )
     start_params = init_params(model_cfg, jax.random.PRNGKey(seed)) if m.reinit else params0
     state["params"] = _copy_onto(start_params, shardings["params"])
     frozen = _copy_onto(params0, shardings["params"]) if m.needs_frozen_model else None
     data_iter = iter(loader)
     ckpt = None
-    start = 0
     if workdir is not None:
         if is_main:
             os.makedirs(workdir, exist_ok=True)
-            with open(os.path.join(workdir, _CONFIG_FILE), "w") as f:
-                f.write(run_json)
+            write_text(os.path.join(workdir, _CONFIG_FILE), run_json)
         ckpt = checkpointing.Checkpointer(
             os.path.join(workdir, "checkpoints"), save_every=ckpt_every, keep=2
         )
-        if ckpt.latest_step() is not None:
-            state, meta = ckpt.restore(None, state)
-            data_iter.set_state(checkpointing.decode_iterator_state(meta["data_iterator"]))
-            start = int(state["step"])
-            if is_main:
-                print(f"[unlearn] resumed from step {start} in {workdir}", flush=True)
+    state, start = driver.resume(ckpt, state, data_iter)
+    if is_main and start > 0:
+        print(f"[unlearn] resumed from step {start} in {workdir}", flush=True)
 
     rep = sharding.replicated(mesh)
-    step_fn = jax.jit(
+    jitted = jax.jit(
         make_unlearn_step(loss, model_cfg, tx, schedule),
         in_shardings=(
             shardings,
@@ -313,44 +311,37 @@ def unlearn(
         out_shardings=(shardings, rep),
         donate_argnums=0,
     )
+
+    def add_parents(batch):
+        batch["parent_tokens"] = parents[batch["group"]]
+        return batch
+
+    def after_step(done, state):
+        if callback is not None and done in callback_steps:
+            callback(done, state["params"])
+
     end = steps if stop_after is None else min(stop_after, steps)
-    bar = progress.Progress(
-        steps,
-        workdir=workdir,
-        initial_step=start,
-        log_every=log_every,
-        images_per_step=batch_size,
-        is_main=is_main,
+    state, history = driver.run_steps(
+        lambda state, batch: jitted(state, frozen, batch),
+        state,
+        data_iter,
+        mesh=mesh,
+        start=start,
+        end=end,
+        batch_keys=_BATCH_KEYS,
+        progress=progress.Progress(
+            steps,
+            workdir=workdir,
+            initial_step=start,
+            log_every=log_every,
+            images_per_step=batch_size,
+            is_main=is_main,
+        ),
+        ckpt=ckpt,
+        ckpt_every=ckpt_every,
+        prepare=add_parents,
+        after_step=after_step,
     )
-    history: list[dict[str, Any]] = []
-    try:
-        for step in range(start, end):
-            batch = next(data_iter)
-            batch["parent_tokens"] = parents[batch["group"]]
-            gbatch = sharding.global_batch({k: batch[k] for k in _BATCH_KEYS}, mesh)
-            state, metrics = step_fn(state, frozen, gbatch)
-            done = step + 1
-            if bar.should_log(done):
-                record = bar.step(done, jax.device_get(metrics))
-                bad = [k for k, v in record.items() if np.ndim(v) == 0 and not np.isfinite(v)]
-                if bad:
-                    raise FloatingPointError(f"non-finite {bad} at step {done}: {record}")
-                history.append(record)
-            else:
-                bar.step(done)
-            if callback is not None and done in callback_steps:
-                callback(done, state["params"])
-            if ckpt is not None and (done == end or done % ckpt_every == 0):
-                meta = {
-                    "data_iterator": checkpointing.encode_iterator_state(data_iter.get_state()),
-                    "step": done,
-                }
-                if ckpt.save(done, state, meta, force=done == end):
-                    bar.reset_timer(done)
-    finally:
-        bar.close()
-        if ckpt is not None:
-            ckpt.close()
     return UnlearnResult(
         params=state["params"],
         steps=max(start, end),

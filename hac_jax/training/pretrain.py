@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,13 +27,12 @@ import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
-from hac_jax import checkpointing, optim, progress, sharding
 from hac_jax import data as hdata
 from hac_jax.eval import zero_shot
 from hac_jax.files import write_text
+from hac_jax.training import checkpointing, driver, optim, progress, sharding
 
 __all__ = [
     "MODEL_KINDS",
@@ -46,8 +44,6 @@ __all__ = [
     "run",
     "zero_shot_report",
     "build_model_config",
-    "create_train_state",
-    "load_data",
     "make_train_step",
     "train",
     "validate_config",
@@ -71,65 +67,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"total_steps must be positive, got {config.total_steps}")
     if config.batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {config.batch_size}")
-    if config.data.name not in _DATASETS:
-        raise ValueError(f"unknown data set {config.data.name!r}; choose one of {list(_DATASETS)}")
+    if config.data.name not in hdata.DATASETS:
+        raise ValueError(
+            f"unknown data set {config.data.name!r}; choose one of {list(hdata.DATASETS)}"
+        )
     if config.ckpt.every <= 0:
         raise ValueError(f"ckpt.every must be positive, got {config.ckpt.every}")
-
-
-def _require_dir(path: str | None, key: str) -> str:
-    if not path:
-        raise ValueError(f"data.{key} is not set; pass --config.data.{key}=DIR")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"data.{key} {path!r} is not a directory; point --config.data.{key} at the data"
-        )
-    return path
-
-
-def _fashion_mnist(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
-    source = _require_dir(cfg.source_dir, "source_dir")
-    return hdata.prepare_fashion_mnist(source, cfg.data_dir, max_examples=cfg.get("max_examples"))
-
-
-def _shapes(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
-    return hdata.prepare_shapes(
-        cfg.data_dir,
-        image_size=cfg.shapes.image_size,
-        train_per_class=cfg.shapes.train_per_class,
-        test_per_class=cfg.shapes.test_per_class,
-        seed=cfg.shapes.seed,
-    )
-
-
-def _prepared(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
-    return hdata.load_prepared(_require_dir(cfg.path, "path"))
-
-
-# Data sets by name (rules as data: the trainer never branches on the data set).
-_DATASETS = {"fashion_mnist": _fashion_mnist, "shapes": _shapes, "prepared": _prepared}
-
-
-def load_data(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
-    """Prepares (once) and opens the data set named by ``cfg.name`` (``fashion_mnist`` from the
-    IDX files in ``cfg.source_dir``, the generated ``shapes``, or a ``prepared`` tfds directory
-    ``cfg.path``); prepared copies go to ``cfg.data_dir`` (default: ``$HAC_JAX_DATA_DIR``).
-    Splits that fit are held in memory; ``cfg.val_fraction > 0`` carves the validation split
-    ``val`` out of ``train`` (per class, seeded by ``cfg.val_seed``), which nothing trains on.
-
-    Raises ``FileNotFoundError`` when the configured source directory does not exist.
-    """
-    if cfg.name not in _DATASETS:
-        raise ValueError(f"unknown data set {cfg.name!r}; choose one of {list(_DATASETS)}")
-    if cfg.get("data_dir") and os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
-        raise NotADirectoryError(f"data.data_dir {cfg.data_dir!r} is a file, not a directory")
-    fraction = float(cfg.get("val_fraction") or 0.0)
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction}")
-    data = _DATASETS[cfg.name](cfg).in_memory()
-    if fraction > 0:
-        data = data.with_validation(fraction, int(cfg.get("val_seed") or 0))
-    return data
 
 
 def build_model_config(config: ml_collections.ConfigDict) -> Any:
@@ -187,81 +130,6 @@ def make_train_step(model: Any, model_cfg: Any, tx: optax.GradientTransformation
     return step
 
 
-def _strong_types(tree: Any) -> Any:
-    # Scalars created from Python floats are weakly typed; after one update they are not, and
-    # the changed input types would make the jitted step compile a second and third time.
-    return jax.tree.map(lambda x: x.astype(x.dtype), tree)
-
-
-def _init_fns(model: Any, model_cfg: Any, tx: optax.GradientTransformation):
-    """``(init_params(rng) -> params, init_opt(params) -> opt_state)``, strongly typed."""
-    from hac_jax.models import dummy_inputs
-
-    images, tokens = dummy_inputs(model_cfg)
-
-    def init_params(r):
-        return _strong_types(model.init(r, images, tokens)["params"])
-
-    def init_opt(p):
-        return _strong_types(tx.init(p))
-
-    return init_params, init_opt
-
-
-def state_shardings(
-    abstract_params: Any, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, rules: Any = ()
-) -> dict[str, Any]:
-    """Shardings of ``{"step", "params", "opt_state", "rng"}``: parameters by the
-    ``(regex, PartitionSpec)`` ``rules``, the optimizer state like its parameters, everything
-    else replicated."""
-    params_sh = sharding.param_shardings(abstract_params, mesh, rules)
-    rep = sharding.replicated(mesh)
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
-    opt_sh = optax.tree_map_params(
-        tx,
-        lambda _, s: s,
-        abstract_opt,
-        params_sh,
-        transform_non_params=lambda _: rep,
-        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
-    )
-    opt_sh = jax.tree.map(
-        lambda s: s if isinstance(s, jax.sharding.Sharding) else rep,
-        opt_sh,
-        is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, optax.MaskedNode)),
-    )
-    return {"step": rep, "params": params_sh, "opt_state": opt_sh, "rng": rep}
-
-
-def create_train_state(
-    model: Any,
-    model_cfg: Any,
-    tx: optax.GradientTransformation,
-    rng: jax.Array,
-    mesh: jax.sharding.Mesh,
-    rules: Any = (),
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Initialises ``{"step", "params", "opt_state", "rng"}`` directly on its shardings
-    (:func:`state_shardings`).
-
-    Returns ``(state, shardings)`` with the same structure.
-    """
-    init_rng, state_rng = jax.random.split(rng)
-    init_params, init_opt = _init_fns(model, model_cfg, tx)
-    abstract = jax.eval_shape(init_params, init_rng)
-    shardings = state_shardings(abstract, tx, mesh, rules)
-    params = jax.jit(init_params, out_shardings=shardings["params"])(init_rng)
-    opt_state = jax.jit(init_opt, out_shardings=shardings["opt_state"])(params)
-    rep = shardings["step"]
-    state = {
-        "step": jax.device_put(jnp.asarray(0, jnp.int32), rep),
-        "params": params,
-        "opt_state": opt_state,
-        "rng": jax.device_put(state_rng, rep),
-    }
-    return state, shardings
-
-
 def jit_train_step(job: Job, shardings: Any):
     """The jitted :func:`make_train_step` of ``job``: state on ``shardings`` (donated), batch
     split on ``data``, metrics replicated."""
@@ -317,9 +185,9 @@ def run_fingerprint(job: Job) -> dict[str, Any]:
     config = job.config
     rng = jax.random.PRNGKey(config.seed)
     init_rng, _ = jax.random.split(rng)
-    init_params, _ = _init_fns(job.model, job.model_cfg, job.tx)
+    init_params, _ = driver.init_fns(job.model, job.model_cfg, job.tx)
     abstract = jax.eval_shape(init_params, init_rng)
-    shardings = state_shardings(abstract, job.tx, job.mesh, _sharding_rules(config))
+    shardings = driver.state_shardings(abstract, job.tx, job.mesh, _sharding_rules(config))
     first = job.loader[0]
     abstract_state = {
         "step": jax.ShapeDtypeStruct((), jnp.int32),
@@ -396,7 +264,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise NotADirectoryError(f"workdir {workdir!r} is a file")
     model_cfg = build_model_config(config)
-    data = load_data(config.data)
+    data = hdata.load_data(config.data)
     n_dev = config.get("num_devices")
     if n_dev is not None and not 0 < n_dev <= jax.device_count():
         raise ValueError(f"num_devices must be in [1, {jax.device_count()}], got {n_dev}")
@@ -466,7 +334,7 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
         os.makedirs(workdir, exist_ok=True)
         write_text(os.path.join(workdir, "config.json"), _config_json(config))
         write_text(fp_path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
-    state, shardings = create_train_state(
+    state, shardings = driver.create_train_state(
         job.model,
         job.model_cfg,
         job.tx,
@@ -478,14 +346,9 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
     ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=config.ckpt.every, keep=config.ckpt.keep
     )
-    start = 0
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(None, state)
-        data_iter.set_state(checkpointing.decode_iterator_state(meta["data_iterator"]))
-        start = int(state["step"])
-        logging.info("resumed from step %d", start)
-        if is_main and start < config.total_steps:
-            print(f"[train] resumed from step {start} in {workdir}", flush=True)
+    state, start = driver.resume(ckpt, state, data_iter)
+    if is_main and 0 < start < config.total_steps:
+        print(f"[train] resumed from step {start} in {workdir}", flush=True)
     export = os.path.join(workdir, "pretrained")
     if start >= config.total_steps and _exported_step(export) == config.total_steps:
         # A finished run: leave its export untouched (its files identify the model to caches
@@ -502,7 +365,6 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
             export_dir=export,
         )
 
-    step_fn = jit_train_step(job, shardings)
     end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
     bar = progress.Progress(
         config.total_steps,
@@ -512,31 +374,18 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
         images_per_step=config.batch_size,
         is_main=is_main,
     )
-    history = []
-    try:
-        for step in range(start, end):
-            batch = next(data_iter)
-            gbatch = sharding.global_batch({k: batch[k] for k in _BATCH_KEYS}, mesh)
-            state, metrics = step_fn(state, gbatch)
-            done = step + 1
-            if bar.should_log(done):
-                record = bar.step(done, jax.device_get(metrics))
-                bad = [k for k, v in record.items() if np.ndim(v) == 0 and not np.isfinite(v)]
-                if bad:
-                    raise FloatingPointError(f"non-finite {bad} at step {done}: {record}")
-                history.append(record)
-            else:
-                bar.step(done)
-            if done == end or done % config.ckpt.every == 0:
-                meta = {
-                    "data_iterator": checkpointing.encode_iterator_state(data_iter.get_state()),
-                    "step": done,
-                }
-                if ckpt.save(done, state, meta, force=done == end):
-                    bar.reset_timer(done)  # throughput counts training steps only
-    finally:
-        bar.close()
-        ckpt.close()
+    state, history = driver.run_steps(
+        jit_train_step(job, shardings),
+        state,
+        data_iter,
+        mesh=mesh,
+        start=start,
+        end=end,
+        batch_keys=_BATCH_KEYS,
+        progress=bar,
+        ckpt=ckpt,
+        ckpt_every=config.ckpt.every,
+    )
 
     result = TrainResult(
         params=state["params"],
@@ -621,7 +470,7 @@ def export_pretrained(params: Any, model_cfg: Any, workdir: str, step: int) -> s
     from hac_jax.models.pretrained import save_pretrained
 
     out = os.path.join(workdir, "pretrained")
-    info = {"source": "hac_jax.train", "step": int(step), "workdir": workdir}
+    info = {"source": "hac_jax.training.pretrain", "step": int(step), "workdir": workdir}
     save_pretrained(out, jax.device_get(params), model_cfg, overwrite=True, info=info)
     return out
 

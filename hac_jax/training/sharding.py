@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hac_jax.optim import tree_from_rules
+from hac_jax.training.optim import tree_from_rules
 
 __all__ = [
     "DATA_AXIS",

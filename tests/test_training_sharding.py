@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from hac_jax import sharding
+from hac_jax.training import sharding
 
 
 def test_eight_fake_devices():

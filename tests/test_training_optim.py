@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hac_jax import optim
+from hac_jax.training import optim
 
 
 def _design_like_params():

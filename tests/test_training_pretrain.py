@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import module_compilation_cache
 
-from hac_jax import config_utils, progress
+from hac_jax import config_utils
+from hac_jax.training import progress
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "pretrain.py")
 
@@ -135,11 +136,11 @@ _RUNS = {}
 
 def _smoke_run(kind, data_dir, tmp_path_factory):
     """One full smoke run per model kind, shared by the tests below."""
-    from hac_jax import train
+    from hac_jax.training import pretrain
 
     if kind not in _RUNS:
         workdir = tmp_path_factory.mktemp(f"run_{kind}")
-        result = train.train(_smoke_config(kind, data_dir), workdir)
+        result = pretrain.train(_smoke_config(kind, data_dir), workdir)
         _RUNS[kind] = (workdir, result)
     return _RUNS[kind]
 
@@ -186,13 +187,13 @@ def test_smoke_pretraining_run(kind, data_dir, tmp_path_factory):
 
 
 def test_a_finished_run_is_left_as_it_is(data_dir, tmp_path_factory, capsys):
-    from hac_jax import train
+    from hac_jax.training import pretrain
 
     workdir, _ = _smoke_run("clip", data_dir, tmp_path_factory)
     export = workdir / "pretrained"
     before = {p: p.stat().st_mtime_ns for p in export.rglob("*") if p.is_file()}
     n_eval = len(progress.read_metrics(workdir, "eval"))
-    again = train.train(_smoke_config("clip", data_dir), workdir)
+    again = pretrain.train(_smoke_config("clip", data_dir), workdir)
     assert "complete at step 4" in capsys.readouterr().out
     assert again.export_dir == str(export) and again.zero_shot is None
     # not re-exported (the files identify the model downstream) and not re-evaluated
@@ -201,20 +202,20 @@ def test_a_finished_run_is_left_as_it_is(data_dir, tmp_path_factory, capsys):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(data_dir, tmp_path_factory, tmp_path):
-    from hac_jax import train
+    from hac_jax.training import pretrain
 
     _, full = _smoke_run("meru", data_dir, tmp_path_factory)
     full_losses = [r["loss"] for r in full.history]
     config = _smoke_config("meru", data_dir)
     config.eval.zero_shot = False
-    part = train.train(config, tmp_path, stop_after=3)
+    part = pretrain.train(config, tmp_path, stop_after=3)
     assert part.step == 3 and part.export_dir is None
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
     # A crash after step 3 but before its checkpoint: resume from step 2 and redo step 3.
     import shutil
 
     shutil.rmtree(tmp_path / "checkpoints" / "3")
-    resumed = train.train(config, tmp_path)
+    resumed = pretrain.train(config, tmp_path)
     assert [r["step"] for r in resumed.history] == [3, 4]
     by_step = {r["step"]: r["loss"] for r in progress.read_metrics(tmp_path, "train")}
     np.testing.assert_allclose([by_step[s] for s in range(1, 5)], full_losses, rtol=1e-6)
@@ -225,7 +226,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(data_dir, tmp_path_
 def test_sharded_steps_equal_single_device(data_dir):
     """The first steps on 8 devices (a 4 x 2 data x model mesh with sharded MLP kernels) give the
     losses and gradient norms of a 1-device run."""
-    from hac_jax import sharding, train
+    from hac_jax.training import driver, pretrain, sharding
 
     base = _smoke_config("clip", data_dir)
     rules = [
@@ -239,9 +240,9 @@ def test_sharded_steps_equal_single_device(data_dir):
     ]:
         config = base.copy_and_resolve_references()
         config.mesh, config.num_devices, config.sharding_rules = mesh, n_dev, mesh_rules
-        job = train.prepare(config, "/nonexistent-unused")
+        job = pretrain.prepare(config, "/nonexistent-unused")
         assert job.mesh.devices.size == n_dev
-        state, shardings = train.create_train_state(
+        state, shardings = driver.create_train_state(
             job.model, job.model_cfg, job.tx, jax.random.PRNGKey(0), job.mesh, mesh_rules
         )
         if mesh_rules:
@@ -257,7 +258,7 @@ def test_sharded_steps_equal_single_device(data_dir):
                 if x.shape == kernel.shape
             ]
             assert len(moments) >= 2 and set(moments) == {kernel.sharding.spec}
-        step = train.jit_train_step(job, shardings)
+        step = pretrain.jit_train_step(job, shardings)
         history = []
         for i in range(3):
             batch = {k: job.loader[i][k] for k in ("image", "tokens")}
@@ -269,12 +270,12 @@ def test_sharded_steps_equal_single_device(data_dir):
 
 def test_clamp_projection_inside_the_train_step(data_dir):
     """Scalars pushed outside MERU's ranges come back exactly to the bounds after one step."""
-    from hac_jax import sharding, train
     from hac_jax.models import scalar_bounds
+    from hac_jax.training import driver, pretrain, sharding
 
     # The smoke run's configuration, so the compiled step comes from the compilation cache.
-    job = train.prepare(_smoke_config("meru", data_dir), "/nonexistent-unused")
-    state, shardings = train.create_train_state(
+    job = pretrain.prepare(_smoke_config("meru", data_dir), "/nonexistent-unused")
+    state, shardings = driver.create_train_state(
         job.model, job.model_cfg, job.tx, jax.random.PRNGKey(0), job.mesh
     )
     bounds = scalar_bounds(job.model_cfg)
@@ -283,7 +284,7 @@ def test_clamp_projection_inside_the_train_step(data_dir):
     for name, value in outside.items():
         params[name] = jax.numpy.asarray(value, params[name].dtype)
     state = jax.device_put({**state, "params": params}, shardings)
-    step = train.jit_train_step(job, shardings)
+    step = pretrain.jit_train_step(job, shardings)
     batch = {k: job.loader[0][k] for k in ("image", "tokens")}
     new_state, metrics = step(state, sharding.global_batch(batch, job.mesh))
     for name in outside:
@@ -297,30 +298,30 @@ def test_clamp_projection_inside_the_train_step(data_dir):
 
 
 def test_unknown_model_name_is_rejected_before_anything_is_built(data_dir, tmp_path):
-    from hac_jax import train
+    from hac_jax.training import pretrain
 
     config = _smoke_config("clip", data_dir)
     config.model.kind = "siglip"
     with pytest.raises(ValueError, match="unknown model 'siglip'"):
-        train.prepare(config, tmp_path / "w")
+        pretrain.prepare(config, tmp_path / "w")
     config = _smoke_config("clip", data_dir)
     config.model.arch = "vit_xxl"
     with pytest.raises(ValueError, match="unknown architecture 'vit_xxl'"):
-        train.prepare(config, tmp_path / "w")
+        pretrain.prepare(config, tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 
 def test_missing_data_directory(tmp_path):
-    from hac_jax import train
+    from hac_jax.training import pretrain
 
     config = config_utils.load_config(f"{CONFIG}:meru,smoke")
     config.data.source_dir = str(tmp_path / "no-such-dir")
     config.data.data_dir = str(tmp_path / "prepared")
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
-        train.prepare(config, tmp_path / "w")
+        pretrain.prepare(config, tmp_path / "w")
     config.data.name, config.data.path = "prepared", str(tmp_path / "nothing-here")
     with pytest.raises(FileNotFoundError, match="nothing-here"):
-        train.prepare(config, tmp_path / "w")
+        pretrain.prepare(config, tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 
