@@ -406,20 +406,19 @@ def run(job: Job) -> dict[str, Any]:
     for r in runs:
         name = f"{r['row']}__{slug(r['forget'])}__s{r['seed']}.npz"
         shutil.copyfile(r["_arrays"], os.path.join(arrays_dir, name))
-        out_runs.append(
-            {k: v for k, v in r.items() if k != "_arrays"} | {"arrays": f"arrays/{name}"}
-        )
-    results = {
-        "model": job.pretrained.config.kind,
-        "pretrained": os.path.abspath(str(job.config.pretrained)),
-        "config": job.config.to_dict(),
-        "seeds": job.seeds,
-        "forget_sets": job.forget_sets,
-        "class_names": list(job.data.hierarchy.classes),
-        "runs": out_runs,
-    }
+        recorded = {k: v for k, v in r.items() if k != "_arrays"}
+        out_runs.append(report.make_run(**(recorded | {"arrays": f"arrays/{name}"})))
+    results = report.make_results(
+        model=job.pretrained.config.kind,
+        class_names=list(job.data.hierarchy.classes),
+        runs=out_runs,
+        pretrained=os.path.abspath(str(job.config.pretrained)),
+        config=job.config.to_dict(),
+        seeds=job.seeds,
+        forget_sets=job.forget_sets,
+    )
     path = os.path.join(job.workdir, "results.json")
-    write_text(path, json.dumps(results, indent=1, default=str) + "\n")
+    report.write_results(path, results)
     if job.config.report:
         columns = split_list(job.config.get("report_columns")) or report.DEFAULT_COLUMNS
         paths = report.write_report(

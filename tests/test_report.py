@@ -349,6 +349,8 @@ def test_write_report(two_models, written):
     assert "hac (seed 1)" in md  # seed 0's npz is missing, the next lowest is used
     assert "hac (seed 0)" in md  # k=2 has all seeds
     assert "**FA** (percent)" in md and "compute vs retrain" in md
+    results_section = md.split("## Results")[1].split("## Figures")[0]
+    assert "### Distance to Retrain" in results_section  # so --tables-only prints it too
     assert report.markdown_tables(report.aggregate(report.load_results(two_models["paths"]))) in md
 
     with open(paths["json"]) as f:
