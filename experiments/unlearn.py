@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -39,12 +38,37 @@ from collections.abc import Sequence
 from typing import Any
 
 from hac_jax.config_utils import enable_compilation_cache, parse_command_line
-from hac_jax.files import atomic_path, write_text
+from hac_jax.data.forget import forget_slug as slug
+from hac_jax.files import atomic_path, write_json, write_text
 
 # Row settings that are arguments of the unlearning loop; all others configure the method.
 LOOP_KEYS = ("lr", "steps", "batch_size", "forget_fraction")
-# Bump when the audit's metrics change, so cached runs are recomputed.
-AUDIT_VERSION = 2
+# The code that computes an unlearned model and the code that audits one (packages or modules):
+# their fingerprints (hac_jax.fingerprint.code_fingerprint) are part of the cache keys, so a
+# change of what runs recomputes what it affects, and every run records them.
+CODE = {
+    "unlearn": (
+        "hac_jax.unlearning",
+        "hac_jax.models",
+        "hac_jax.geometry",
+        "hac_jax.training",
+        "hac_jax.data.base",
+        "hac_jax.data.captions",
+        "hac_jax.data.forget",
+        "hac_jax.data.loader",
+        "hac_jax.tokenizer",
+    ),
+    "audit": (
+        "hac_jax.eval",
+        "hac_jax.models",
+        "hac_jax.geometry",
+        "hac_jax.data.base",
+        "hac_jax.data.captions",
+        "hac_jax.data.forget",
+        "hac_jax.data.loader",
+        "hac_jax.tokenizer",
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,16 +96,14 @@ class Job:
     seeds: list[int]
     retrain_config: Any
     model_hash: str = ""
+    forget: list[Any] = dataclasses.field(default_factory=list)  # hac_jax.data.ForgetSet each
+    data_hash: str = ""
+    code: dict[str, str] = dataclasses.field(default_factory=dict)  # CODE part -> fingerprint
 
 
 def split_list(text: Any, sep: str = ",") -> list[str]:
     """``"a, b,,c" -> ["a", "b", "c"]``."""
     return [t.strip() for t in str(text or "").split(sep) if t.strip()]
-
-
-def slug(names: Sequence[str]) -> str:
-    """A file-name-safe name of a forget set: ``["t-shirt/top", "bag"] -> "t-shirt-top+bag"``."""
-    return "+".join(re.sub(r"[^a-z0-9]+", "-", n.lower()).strip("-") for n in names)
 
 
 def _plain(value: Any) -> Any:
@@ -179,19 +201,15 @@ def prepare(config: Any, workdir: str) -> Job:
 
     from hac_jax import data as hdata
 
+    group_captions = str(config.get("group_captions", "exclude"))
+    if group_captions not in hdata.GROUP_CAPTION_POLICIES:
+        raise ValueError(
+            f"group_captions must be one of {hdata.GROUP_CAPTION_POLICIES}, got {group_captions!r}"
+        )
     data = hdata.load_data(config.data)
-    hierarchy = data.hierarchy
-    forget_ids = []
-    for names in forget_sets:
-        for name in names:
-            hierarchy.lookup(name)  # a one-line ValueError naming the known concepts
-        ids = tuple(sorted(hierarchy.class_ids(names)))
-        if len(ids) == hierarchy.num_classes:
-            raise ValueError(
-                f"the forget set {names} covers all {hierarchy.num_classes} classes; "
-                "nothing would be retained"
-            )
-        forget_ids.append(ids)
+    # built and checked once: known names, at least one class, not every class
+    forget = [hdata.ForgetSet.of(data.hierarchy, names) for names in forget_sets]
+    forget_ids = [fs.class_ids for fs in forget]
 
     from hac_jax.models import build_model
     from hac_jax.models.pretrained import load_pretrained
@@ -213,6 +231,8 @@ def prepare(config: Any, workdir: str) -> Job:
             f"the retrain config trains a {retrain_config.model.kind!r} model, not "
             f"{pre.config.kind!r}; set --config.retrain.config"
         )
+    from hac_jax import fingerprint
+
     return Job(
         config,
         workdir,
@@ -224,6 +244,9 @@ def prepare(config: Any, workdir: str) -> Job:
         seeds,
         retrain_config,
         model_fingerprint(pre.params, pre.config),
+        forget=forget,
+        data_hash=fingerprint.data_fingerprint(data),
+        code={part: fingerprint.code_fingerprint(*mods) for part, mods in CODE.items()},
     )
 
 
@@ -248,22 +271,67 @@ def model_fingerprint(params: Any, model_cfg: Any) -> str:
     return h.hexdigest()
 
 
-def run_key(job: Job, row: Row, forget_ids: Sequence[int], seed: int) -> str:
-    """Hash of everything that determines one run's results."""
-    spec = {
-        "audit": AUDIT_VERSION,
-        "model": job.model_hash,
-        "data": _plain(job.config.data),
-        "eval": _plain(job.config.eval),
-        "forget": list(forget_ids),
-        "method": row.method,
-        "method_cfg": row.method_cfg,
-        "loop": row.loop if row.method not in ("original", "retrain") else None,
-        "retrain": _plain(job.retrain_config) if row.method == "retrain" else None,
-        "seed": seed if row.method != "original" else 0,
-    }
-    text = json.dumps(spec, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def resolved_settings(job: Job, row: Row, forget_ids: Sequence[int], seed: int) -> dict:
+    """What determines an unlearned model besides the model, the data and the code: the method
+    with every setting resolved (registry defaults included), the loop's settings, the caption
+    policy, the forget set and the seed (``original``: nothing; ``retrain``: the pretraining
+    recipe, keyed by :func:`hac_jax.training.pretrain.run_fingerprint` in its own cache)."""
+    from hac_jax.unlearning import get_method
+    from hac_jax.unlearning.loop import default_forget_fraction
+
+    out: dict[str, Any] = {"method": row.method, "forget_class_ids": list(forget_ids)}
+    if row.method == "original":
+        return out
+    out["seed"] = int(seed)
+    if row.method == "retrain":
+        return out
+    method = get_method(row.method)
+    loop = dict(row.loop)
+    if loop.get("forget_fraction") is None:
+        loop["forget_fraction"] = default_forget_fraction(method)
+    out.update(
+        method_cfg=method.config(**row.method_cfg).to_dict(),
+        loop=loop,
+        group_captions=str(job.config.get("group_captions", "exclude")),
+    )
+    return out
+
+
+def audit_settings(job: Job) -> dict[str, Any]:
+    """The audit's own settings (part of the audit's cache key)."""
+    return {"batch_size": int(job.config.eval.batch_size), "seed": 0}
+
+
+def model_key(job: Job, settings: dict[str, Any]) -> str:
+    """Key of an unlearned model: its resolved settings, the starting parameters, the data's
+    content and the code that computes it (:data:`CODE` ``["unlearn"]``)."""
+    from hac_jax import fingerprint
+
+    return fingerprint.combine(
+        {
+            "settings": settings,
+            "model": job.model_hash,
+            "data": job.data_hash,
+            "code": job.code["unlearn"],
+        }
+    )
+
+
+def audit_key(job: Job, params_hash: str, forget_ids: Sequence[int]) -> str:
+    """Key of an audit: the audited parameters, the forget set, the data, the audit's settings
+    and code (:data:`CODE` ``["audit"]``)."""
+    from hac_jax import fingerprint
+
+    return fingerprint.combine(
+        {
+            "params": params_hash,
+            "model_config": repr(job.pretrained.config),
+            "forget_class_ids": list(forget_ids),
+            "data": job.data_hash,
+            "audit": audit_settings(job),
+            "code": job.code["audit"],
+        }
+    )
 
 
 def _cache_dir(job: Job) -> str:
@@ -311,82 +379,192 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
     return load_pretrained(export).params, cost
 
 
-def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
-    """One (forget set, row, seed) run, from the cache or computed and then cached."""
-    import numpy as np
-
-    from hac_jax.eval.audit import audit_model
-    from hac_jax.eval.metrics import to_jsonable
+def _unlearned_model(
+    job: Job, row: Row, k: int, seed: int, settings: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The parameters of one (forget set, row, seed) and their cost record, from the model cache
+    (``<cache_dir>/models/<...>_<key>``, a directory ``load_pretrained`` reads) or computed."""
+    from hac_jax.models.pretrained import load_pretrained, save_pretrained
     from hac_jax.unlearning.loop import unlearn
 
-    names, ids = job.forget_sets[k], job.forget_ids[k]
-    key = run_key(job, row, ids, seed)
-    cache = _cache_dir(job)
-    rec_path, arr_path = os.path.join(cache, f"{key}.json"), os.path.join(cache, f"{key}.npz")
-    if os.path.exists(rec_path) and os.path.exists(arr_path):
-        with open(rec_path) as f:
-            rec = json.load(f)
-        print(f"[unlearn] cached: {row.name} on {names}, seed {seed}", flush=True)
-        return {**rec, "row": row.name, "_arrays": arr_path}
-    pre = job.pretrained
-    print(f"[unlearn] {row.name} on {names}, seed {seed}", flush=True)
+    names, pre = job.forget_sets[k], job.pretrained
     if row.method == "original":
-        params, cost = pre.params, {"steps": 0, "examples": 0, "seconds": 0.0}
-    elif row.method == "retrain":
+        return pre.params, {"steps": 0, "examples": 0, "seconds": 0.0, "passes": {}}
+    if row.method == "retrain":
         params, cost = _retrain(job, names, seed)
-    else:
-        res = unlearn(
-            pre.params,
-            pre.config,
-            job.data,
-            method=row.method,
-            forget_classes=ids,
-            method_cfg=row.method_cfg,
-            steps=int(row.loop["steps"]),
-            batch_size=int(row.loop["batch_size"]),
-            lr=float(row.loop["lr"]),
-            forget_fraction=row.loop["forget_fraction"],
-            seed=seed,
-            log_every=max(1, int(row.loop["steps"]) // 4),
-        )
-        params = res.params
-        cost = {
-            "steps": int(res.steps),
-            "examples": int(res.steps) * int(row.loop["batch_size"]),
-            "seconds": float(res.seconds),
-        }
-    t0 = time.perf_counter()
-    result = audit_model(
-        pre.model,
-        params,
+        examples = int(cost.get("examples", 0))
+        passes = {"forward_examples": examples, "backward_examples": examples}
+        return params, {**cost, "passes": cost.get("passes", passes)}
+    key = model_key(job, settings)
+    model_dir = os.path.join(
+        _cache_dir(job), "models", f"{pre.config.kind}_{slug(names)}_{row.name}_s{seed}_{key[:16]}"
+    )
+    record_path = os.path.join(model_dir, "run.json")
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            cost = json.load(f)["cost"]
+        print(f"[unlearn] cached model: {row.name} on {names}, seed {seed}", flush=True)
+        return load_pretrained(model_dir).params, cost
+    print(f"[unlearn] {row.name} on {names}, seed {seed}", flush=True)
+    res = unlearn(
+        pre.params,
         pre.config,
         job.data,
-        ids,
-        batch_size=int(job.config.eval.batch_size),
-        seed=0,
+        method=row.method,
+        forget_classes=job.forget[k],
+        method_cfg=settings["method_cfg"],
+        steps=int(row.loop["steps"]),
+        batch_size=int(row.loop["batch_size"]),
+        lr=float(row.loop["lr"]),
+        forget_fraction=settings["loop"]["forget_fraction"],
+        group_captions=settings["group_captions"],
+        seed=seed,
+        log_every=max(1, int(row.loop["steps"]) // 4),
     )
+    cost = {
+        "steps": int(res.steps),
+        "examples": int(res.steps) * int(row.loop["batch_size"]),
+        "seconds": float(res.seconds),
+        "passes": res.passes,
+    }
+    save_pretrained(model_dir, res.params, pre.config, overwrite=True, info={"key": key})
+    write_json(record_path, {"key": key, "settings": settings, "cost": cost})
+    return res.params, cost
+
+
+def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
+    """One (forget set, row, seed) run: the unlearned model (cached by :func:`model_key`), then
+    its audit (cached by :func:`audit_key`); returns the run's record."""
+    import numpy as np
+
+    from hac_jax import fingerprint
+    from hac_jax.eval.audit import audit_model
+    from hac_jax.eval.metrics import to_jsonable
+
+    names, ids = job.forget_sets[k], job.forget_ids[k]
+    seed = seed if row.method != "original" else 0
+    settings = resolved_settings(job, row, ids, seed)
+    params, cost = _unlearned_model(job, row, k, seed, settings)
+    params_hash = fingerprint.tree_fingerprint(params)
+    key = audit_key(job, params_hash, ids)
+    audits = os.path.join(_cache_dir(job), "audits")
+    rec_path, arr_path = os.path.join(audits, f"{key}.json"), os.path.join(audits, f"{key}.npz")
+    if os.path.exists(rec_path) and os.path.exists(arr_path):
+        with open(rec_path) as f:
+            audit = json.load(f)
+    else:
+        t0 = time.perf_counter()
+        result = audit_model(
+            job.pretrained.model,
+            params,
+            job.pretrained.config,
+            job.data,
+            job.forget[k].class_ids,
+            batch_size=audit_settings(job)["batch_size"],
+            seed=audit_settings(job)["seed"],
+        )
+        audit = {
+            "metrics": to_jsonable(result.metrics),
+            "audit_seconds": time.perf_counter() - t0,
+        }
+        os.makedirs(audits, exist_ok=True)
+        with atomic_path(arr_path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **result.arrays)
+        write_json(rec_path, audit)
     rec = {
         "forget": list(names),
         "forget_class_ids": list(ids),
+        "row": row.name,
         "method": row.method,
-        "method_cfg": row.method_cfg,
-        "loop": row.loop if row.method not in ("original", "retrain") else None,
-        "seed": seed if row.method != "original" else 0,
-        "metrics": to_jsonable(result.metrics),
-        **cost,
-        "audit_seconds": time.perf_counter() - t0,
+        "seed": seed,
+        "metrics": audit["metrics"],
+        "steps": cost["steps"],
+        "seconds": cost["seconds"],
+        "examples": cost["examples"],
+        "passes": cost.get("passes", {}),
+        "method_cfg": settings.get("method_cfg", {}),
+        "loop": settings.get("loop"),
+        "settings": settings,
+        "fingerprints": {
+            "model": job.model_hash,
+            "params": params_hash,
+            "data": job.data_hash,
+            **{f"{part}_code": value for part, value in job.code.items()},
+            "audit": key,
+        },
+        "audit_seconds": audit["audit_seconds"],
     }
-    os.makedirs(cache, exist_ok=True)
-    with atomic_path(arr_path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **result.arrays)
-    write_text(rec_path, json.dumps(rec, indent=1) + "\n")
-    return {**rec, "row": row.name, "_arrays": arr_path}
+    return {**rec, "_arrays": arr_path}
 
 
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "n/a"
     return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def code_revision() -> str:
+    """The checkout's git commit (``+dirty`` when tracked files differ from it), or
+    ``"unknown"`` outside a git checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def versus_retrain(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Forget quality against Retrain (docs/METHOD.md, Metrics), added to each run as
+    ``vs_retrain`` where a Retrain run of the same forget set and seed exists: the KS distance
+    of the per-pair forget scores (``ks_forget_score``), the total-variation distance of where
+    the forgotten test images go (``tv_destination``). Returns the yardstick per forget set
+    (``slug -> {"ks_forget_score", "tv_destination", "pairs"}``): the same distances between
+    Retrain runs of different seeds, averaged over seed pairs (absent with one Retrain seed)."""
+    import itertools
+
+    import numpy as np
+
+    from hac_jax.eval.metrics import ks_distance, tv_distance
+
+    def arrays(run):
+        with np.load(run["_arrays"]) as z:
+            return {k: z[k] for k in ("forget_train_score", "dest_top1_count")}
+
+    def distances(a, b):
+        return {
+            "ks_forget_score": ks_distance(a["forget_train_score"], b["forget_train_score"]),
+            "tv_destination": tv_distance(a["dest_top1_count"], b["dest_top1_count"]),
+        }
+
+    retrain = {(tuple(r["forget"]), r["seed"]): r for r in runs if r["method"] == "retrain"}
+    loaded = {key: arrays(r) for key, r in retrain.items()}
+    for r in runs:
+        ref = (tuple(r["forget"]), r["seed"])
+        if r["method"] != "retrain" and ref in loaded and r["method"] != "original":
+            r["vs_retrain"] = distances(arrays(r), loaded[ref])
+    yardstick = {}
+    for forget in sorted({f for f, _ in loaded}):
+        seeds = sorted(s for f, s in loaded if f == forget)
+        pairs = [
+            distances(loaded[(forget, a)], loaded[(forget, b)])
+            for a, b in itertools.combinations(seeds, 2)
+        ]
+        if pairs:
+            yardstick[slug(forget)] = {
+                name: float(np.mean([p[name] for p in pairs])) for name in pairs[0]
+            } | {"pairs": len(pairs)}
+    return yardstick
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -400,6 +578,7 @@ def run(job: Job) -> dict[str, Any]:
         for row in job.rows:
             for seed in job.seeds:
                 runs.append(run_one(job, row, k, seed))
+    yardstick = versus_retrain(runs)
     arrays_dir = os.path.join(job.workdir, "arrays")
     os.makedirs(arrays_dir, exist_ok=True)
     out_runs = []
@@ -416,6 +595,9 @@ def run(job: Job) -> dict[str, Any]:
         config=job.config.to_dict(),
         seeds=job.seeds,
         forget_sets=job.forget_sets,
+        code_revision=code_revision(),
+        data_settings=_plain(job.config.data),
+        retrain_yardstick=yardstick,
     )
     path = os.path.join(job.workdir, "results.json")
     report.write_results(path, results)

@@ -13,6 +13,8 @@ reads and the code that computes it. Each has a fingerprint here (a SHA-256 hex 
   step, or of the sharding changes it; renaming or moving the Python code that builds it does not;
 * :func:`source_fingerprint`: the source text of Python functions whose logic is not traced
   (e.g. a stopping rule), independent of the file they live in;
+* :func:`code_fingerprint`: the code of whole modules or packages, as their syntax trees without
+  docstrings (editing a docstring or a comment changes nothing; any change of what runs does);
 * :func:`batch_fingerprint`: the arrays of a batch (what the input pipeline produces).
 
 :func:`combine` hashes a mapping of such parts into one key.
@@ -20,9 +22,12 @@ reads and the code that computes it. Each has a fingerprint here (a SHA-256 hex 
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib
 import inspect
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +37,7 @@ import numpy as np
 __all__ = [
     "batch_fingerprint",
     "canonical",
+    "code_fingerprint",
     "combine",
     "data_fingerprint",
     "program_fingerprint",
@@ -110,24 +116,52 @@ def source_fingerprint(*functions: Callable[..., Any]) -> str:
     return _digest("\n".join(inspect.getsource(f) for f in functions))
 
 
-def data_fingerprint(data: Any, *, sample: int = 512) -> str:
-    """SHA-256 of a prepared data set: its hierarchy, every split's size and labels, and its
-    images (all of them for in-memory splits, else ``sample`` records spread over the split)."""
-    from hac_jax.data.base import read_batch
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
 
-    h = hashlib.sha256(json.dumps(canonical(data.hierarchy.to_dict()), sort_keys=True).encode())
-    for split in sorted(data.splits):
-        labels = np.asarray(data.labels(split), np.int64)
-        h.update(f"|{split}|{labels.size}|".encode())
-        h.update(labels.tobytes())
-        src = data.source(split)
-        parent = getattr(src, "parent", None)
-        if hasattr(src, "images"):
-            images = src.images
-        elif hasattr(parent, "images"):  # a carved split of an in-memory one
-            images = parent.images[src.ids]
-        else:
-            idx = np.unique(np.linspace(0, max(labels.size - 1, 0), min(sample, labels.size)))
-            images, _ = read_batch(src, idx.astype(np.int64))
-        h.update(np.ascontiguousarray(images).tobytes())
+
+def _module_files(name: str) -> list[str]:
+    module = importlib.import_module(name)
+    path = getattr(module, "__file__", None)
+    if path is not None and os.path.basename(path) != "__init__.py":
+        return [path]
+    roots = list(getattr(module, "__path__", []))
+    if len(roots) != 1:
+        raise ValueError(f"module {name!r} has no single source location: {roots}")
+    root = roots[0]
+    return sorted(
+        os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".py")
+    )
+
+
+def code_fingerprint(*modules: str) -> str:
+    """SHA-256 of the code of ``modules`` (dotted names; a package stands for every ``.py``
+    file under it): each file's syntax tree without docstrings, named by its path relative to
+    its top-level package, so the fingerprint is the same in any checkout."""
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        top = importlib.import_module(name.split(".")[0])
+        above_top = os.path.dirname(os.path.dirname(os.path.abspath(top.__file__)))
+        for path in _module_files(name):
+            with open(path, encoding="utf-8") as f:
+                tree = _without_docstrings(ast.parse(f.read(), filename=path))
+            h.update(os.path.relpath(os.path.abspath(path), above_top).encode())
+            h.update(ast.dump(tree, annotate_fields=False).encode())
     return h.hexdigest()
+
+
+def data_fingerprint(data: Any, *, sample: int = 512) -> str:
+    """SHA-256 of a prepared data set's content: ``data.fingerprint(sample=...)`` (see
+    :meth:`hac_jax.data.HierDataset.fingerprint`: the hierarchy, every split's size and labels,
+    and its images)."""
+    return data.fingerprint(sample=sample)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from hac_jax import data as hdata
 from hac_jax.data.captions import (
     CAPTION_LEVELS,
     CaptionBank,
@@ -132,3 +133,13 @@ def test_sample_caption_matches_the_bank():
     text, level = sample_caption(FASHION_MNIST, SNEAKER, seed=9, epoch=3, index=1234)
     assert text == bank.sample_texts(np.array([SNEAKER]), np.array([1234]), seed=9, epoch=3)[0]
     assert text in caption_texts(FASHION_MNIST, SNEAKER, level)
+
+
+def test_parent_cone_apex_of_a_flat_hierarchy_is_the_root():
+    flat = hdata.Hierarchy.flat("things", ["cup", "pen", "box"])
+    prompts, rows = hdata.parent_prompts(flat)
+    assert prompts == [[t.format(r="things") for t in hdata.TEMPLATES["root"]]]
+    np.testing.assert_array_equal(rows, [0, 0, 0])
+    prompts, rows = hdata.parent_prompts(hdata.SHAPES)
+    assert prompts == hdata.group_prompts(hdata.SHAPES)
+    np.testing.assert_array_equal(rows, hdata.SHAPES.class_group)

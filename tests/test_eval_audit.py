@@ -253,18 +253,6 @@ def test_concept_prompts_use_the_class_templates_at_every_level():
     assert prompts[-1][0] == "a photo of drawings"
 
 
-def test_parent_cone_apex_of_a_flat_hierarchy_is_the_root():
-    from hac_jax.eval.audit import _parent_prompts
-
-    flat = hdata.Hierarchy.flat("things", ["cup", "pen", "box"])
-    prompts, rows = _parent_prompts(flat)
-    assert prompts == [[t.format(r="things") for t in hdata.TEMPLATES["root"]]]
-    np.testing.assert_array_equal(rows, [0, 0, 0])
-    prompts, rows = _parent_prompts(hdata.SHAPES)
-    assert prompts == hdata.group_prompts(hdata.SHAPES)
-    np.testing.assert_array_equal(rows, hdata.SHAPES.class_group)
-
-
 # ------------------------------------------------------------------------------------------------
 # Known answers on hand-built embeddings
 # ------------------------------------------------------------------------------------------------

@@ -377,3 +377,37 @@ def test_concept_relevance():
     np.testing.assert_array_equal(rel, want)
     with pytest.raises(ValueError, match="caption_depth"):
         metrics.concept_relevance(np.array([0]), np.array([0]), ["leaf"], np.array([0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Distances to a reference model's audit (forget quality against Retrain)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_ks_distance_known_answers():
+    from hac_jax.eval.metrics import ks_distance
+
+    assert ks_distance([1.0, 2.0, 3.0], [3.0, 1.0, 2.0]) == 0.0  # same values, any order
+    assert ks_distance([0.0, 1.0], [5.0, 6.0, 7.0]) == 1.0  # no overlap
+    # F_a = 1/2 on [1, 2), 1 from 2; F_b = 1/4 on [1.5, 2.5): at x = 2, |1 - 1/4| = 3/4
+    assert ks_distance([1.0, 2.0], [1.5, 2.5, 3.5, 4.5]) == pytest.approx(0.75)
+    # a shifted uniform sample: the distance is the shift's share of the support
+    grid = np.linspace(0.0, 1.0, 1001)
+    assert ks_distance(grid, grid + 0.2) == pytest.approx(0.2, abs=2e-3)
+    assert ks_distance([1.0, 2.0], [2.0, 1.0]) == ks_distance([2.0, 1.0], [1.0, 2.0])
+    for bad in (([], [1.0]), ([np.nan], [1.0])):
+        with pytest.raises(ValueError):
+            ks_distance(*bad)
+
+
+def test_tv_distance_known_answers():
+    from hac_jax.eval.metrics import tv_distance
+
+    assert tv_distance([2, 2, 0], [1, 1, 0]) == 0.0  # counts are normalised
+    assert tv_distance([1, 0, 0], [0, 0, 5]) == 1.0  # disjoint support
+    assert tv_distance([0.5, 0.5, 0.0], [0.25, 0.25, 0.5]) == pytest.approx(0.5)
+    assert tv_distance([3, 1], [1, 3]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same bins"):
+        tv_distance([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="non-negative"):
+        tv_distance([0, 0], [1, 1])

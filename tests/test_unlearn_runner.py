@@ -206,3 +206,50 @@ def test_pretraining_can_leave_classes_out(data_dir, tmp_path):
     cfg.data.exclude_classes = "shapes,patterns"
     with pytest.raises(ValueError, match="no class to retain"):
         pretrain.prepare(cfg, tmp_path / "w2")
+
+
+def test_cache_key_follows_what_determines_a_run(pretrained, data_dir, tmp_path, monkeypatch):
+    """The unlearned model's cache key changes with a registry default, an override, the seed and
+    the code; an unset placeholder option changes nothing."""
+    import dataclasses
+    from types import MappingProxyType
+
+    from hac_jax.unlearning import registry
+
+    def key_of(argv, seed=0, code=None, edit=None):
+        config, flags = runner.parse_command_line(argv, required=("workdir",))
+        if edit is not None:
+            with config.unlocked():
+                edit(config)
+        job = runner.prepare(config, flags["workdir"])
+        if code is not None:
+            job.code = {**job.code, "unlearn": code}
+        (row,) = job.rows
+        settings = runner.resolved_settings(job, row, job.forget_ids[0], seed)
+        return runner.model_key(job, settings), settings
+
+    argv = _argv(pretrained, data_dir, tmp_path / "w", methods="ac")
+    base, settings = key_of(argv)
+    # the record holds every resolved setting, registry defaults included
+    assert settings["method_cfg"] == dict(registry.get_method("ac").defaults)
+    assert settings["group_captions"] == "exclude" and settings["loop"]["forget_fraction"] == 0.5
+    assert key_of(argv)[0] == base  # deterministic
+    # an unset placeholder (a new option nobody set) is no part of the key
+    from ml_collections.config_dict import placeholder
+
+    def add_option(config):
+        config.data.new_option = placeholder(int)
+        config.new_option = placeholder(str)
+
+    assert key_of(argv, edit=add_option)[0] == base
+    assert key_of(argv, seed=1)[0] != base
+    assert key_of([*argv, "--config.method_overrides.ac.steps=3"])[0] != base
+    assert key_of([*argv, "--config.group_captions=retain"])[0] != base
+    assert key_of(argv, code="0" * 64)[0] != base
+    # editing a registry default re-runs: the key holds the resolved value, not the overrides
+    method = registry.get_method("ac")
+    edited = dataclasses.replace(
+        method, defaults=MappingProxyType({**method.defaults, "beta": 9.0})
+    )
+    monkeypatch.setitem(registry._REGISTRY, "ac", edited)
+    assert key_of(argv)[0] != base

@@ -150,6 +150,140 @@ def test_derangement_rejects_bad_arguments():
 
 
 # ------------------------------------------------------------------------------------------------
+# wrong-positive pools
+# ------------------------------------------------------------------------------------------------
+
+# A hand-checkable batch: pairs 0-2 are forget pairs (class 5, group 3); 3 is a retain sibling
+# (class 7, group 3); 4-5 are retain pairs of other groups; 6 is a forget image's group caption
+# (in neither set).
+POOL_BATCH = dict(
+    is_forget=jnp.array([1, 1, 1, 0, 0, 0, 0], bool),
+    is_retain=jnp.array([0, 0, 0, 1, 1, 1, 0], bool),
+    label=jnp.array([5, 5, 5, 7, 0, 1, 5]),
+    group=jnp.array([3, 3, 3, 3, 0, 0, 3]),
+)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wrong_positive_pools_by_hand(seed):
+    b, key = POOL_BATCH, jax.random.key(seed)
+    idx = np.arange(7)
+    # retain: any retain pair (3, 4, 5), never a forget pair or the excluded pair 6
+    t, valid = common.wrong_positives(**b, pool="retain", rng=key)
+    np.testing.assert_array_equal(valid, [1, 1, 1, 0, 0, 0, 0])
+    assert set(np.asarray(t)[:3]) <= {3, 4, 5}
+    np.testing.assert_array_equal(np.asarray(t)[3:], idx[3:])
+    # sibling: the one retain pair of the same group (3)
+    t, valid = common.wrong_positives(**b, pool="sibling", rng=key)
+    np.testing.assert_array_equal(np.asarray(t), [3, 3, 3, 3, 4, 5, 6])
+    np.testing.assert_array_equal(valid, [1, 1, 1, 0, 0, 0, 0])
+    # forget: a derangement among 0-2
+    t, valid = common.wrong_positives(**b, pool="forget", shift=1)
+    np.testing.assert_array_equal(np.asarray(t), [1, 2, 0, 3, 4, 5, 6])
+
+
+def test_sibling_pool_falls_back_to_any_retain_pair_and_draws_uniformly():
+    b = dict(POOL_BATCH, group=jnp.array([3, 3, 3, 1, 0, 0, 3]))  # no sibling in the batch
+    draws = np.stack(
+        [
+            np.asarray(common.wrong_positives(**b, pool="sibling", rng=jax.random.key(i))[0][:3])
+            for i in range(300)
+        ]
+    )
+    counts = np.array([(draws == j).sum() for j in (3, 4, 5)])
+    assert counts.sum() == draws.size  # only retain pairs
+    assert counts.min() > 0.25 * draws.size  # about a third each (expected 300 of 900)
+
+
+def test_wrong_positives_without_candidates_and_bad_arguments():
+    b = dict(POOL_BATCH, is_retain=jnp.zeros(7, bool))
+    t, valid = common.wrong_positives(**b, pool="retain", rng=jax.random.key(0))
+    assert not np.asarray(valid).any()
+    np.testing.assert_array_equal(np.asarray(t), np.arange(7))
+    with pytest.raises(ValueError, match="pool must be one of"):
+        common.wrong_positives(**POOL_BATCH, pool="nearest", rng=jax.random.key(0))
+    with pytest.raises(ValueError, match="rng"):
+        common.wrong_positives(**POOL_BATCH, pool="retain")
+
+
+def test_weighted_infonce_active_mask_equals_the_sub_batch():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 6)) * 2
+    active = np.array([1, 1, 0, 1, 1, 0], bool)
+    targets = np.array([1, 0, 2, 3, 4, 5])
+    weights = np.array([1.0, 0.5, 0.0, 1.0, 1.0, 0.0])
+    loss, per = common.weighted_symmetric_infonce(logits, targets, weights, active)
+    keep = np.flatnonzero(active)
+    sub = logits[np.ix_(keep, keep)]
+    sub_targets = np.searchsorted(keep, targets[keep])
+    ref, ref_per = common.weighted_symmetric_infonce(sub, sub_targets, weights[keep])
+    np.testing.assert_allclose(loss, ref, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(per)[keep], ref_per, rtol=1e-6)
+
+
+def test_excluded_pairs_change_no_loss_of_ac_or_hac():
+    """A pair in neither set (a group caption of a forget image) is neither calibrated nor
+    trained on: any embedding put there leaves every loss value and gradient unchanged."""
+    rng = np.random.default_rng(5)
+    n = 7
+    b = POOL_BATCH
+    u0 = jnp.asarray(rng.normal(size=(n, 4)) * 0.6, jnp.float32)
+    v0 = jnp.asarray(rng.normal(size=(n, 4)) * 0.6, jnp.float32)
+    parent = jnp.asarray(rng.normal(size=(n, 4)) * 0.3, jnp.float32)
+    perm, valid = common.wrong_positives(**b, pool="retain", rng=jax.random.key(1))
+
+    def losses_at(u, v):
+        out = {}
+        for name, geometry in (("sphere", SPHERE), ("lorentz", LORENTZ)):
+            uu, vv = (geometry.project(x, 1.0) for x in (u, v))
+            out[f"ac_{name}"] = ac.ac_loss_from_embeddings(
+                uu,
+                vv,
+                b["is_forget"],
+                10.0,
+                1.0,
+                geometry,
+                1.0,
+                1.0,
+                perm,
+                valid=valid,
+                is_retain=b["is_retain"],
+            )[0]
+        out["hac"] = hac.hac_loss_from_embeddings(
+            u,
+            v,
+            b["is_forget"],
+            10.0,
+            1.0,
+            perm=perm,
+            valid=valid,
+            is_retain=b["is_retain"],
+            alpha=1.0,
+            parent_policy="keep",
+            parent_text=parent,
+            u0=u0,
+            v0=v0,
+            delta=0.1,
+        )[0]
+        return out
+
+    u = jnp.asarray(rng.normal(size=(n, 4)) * 0.6, jnp.float32)
+    v = jnp.asarray(rng.normal(size=(n, 4)) * 0.6, jnp.float32)
+    moved_u, moved_v = u.at[6].set(5.0), v.at[6].set(-3.0)
+    before, after = losses_at(u, v), losses_at(moved_u, moved_v)
+    for name in before:
+        np.testing.assert_allclose(before[name], after[name], rtol=1e-6, err_msg=name)
+        grad = jax.grad(lambda x, name=name: losses_at(x, v)[name])(u)
+        np.testing.assert_array_equal(np.asarray(grad)[6], 0.0, err_msg=name)
+        grad = jax.grad(lambda y, name=name: losses_at(u, y)[name])(v)
+        np.testing.assert_array_equal(np.asarray(grad)[6], 0.0, err_msg=name)
+    # ... while moving a retain pair the same way does change them
+    moved = losses_at(u.at[4].set(5.0), v.at[4].set(-3.0))
+    for name in before:
+        assert abs(float(moved[name]) - float(before[name])) > 1e-3, name
+
+
+# ------------------------------------------------------------------------------------------------
 # weighted InfoNCE and AC
 # ------------------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ BUILTIN = ("ac", "ft", "ga", "hac", "l1_sparse", "negrad", "retrain")
 
 class LinearTwoTower:
     """A stand-in with the model interface of docs/DESIGN.md: ``apply({"params": p}, images,
-    tokens)`` -> ``{"image","text","logit_scale","curv"}`` and ``method="encode_text"``."""
+    tokens)`` -> ``{"image","text","logit_scale","curv"}`` and ``method="encode_text"`` / ``"encode_prompt_ensembles"``."""
 
     def __init__(self, kind: str):
         self.geometry = get_geometry(kind)
@@ -43,10 +43,16 @@ class LinearTwoTower:
         raw = p["token_embed"]["embedding"][tokens].mean(axis=1)
         return self.geometry.project(raw, self._curv(p))
 
+    def _prompt_ensembles(self, p, tokens):
+        raw = p["token_embed"]["embedding"][tokens].mean(axis=2)  # (C, P, E)
+        return self.geometry.pool_prompts(raw, 1.0, self._curv(p))
+
     def apply(self, variables, *args, project=True, method=None):
         p = variables["params"]
         if method == "encode_text":
             return self._text(p, args[0])
+        if method == "encode_prompt_ensembles":
+            return self._prompt_ensembles(p, args[0])
         images, tokens = args
         raw = images.reshape(images.shape[0], -1) @ p["visual_proj"]["kernel"]
         return {
@@ -62,11 +68,16 @@ def make_batch(is_forget, seed=0):
     n = len(is_forget)
     return {
         "image": jnp.asarray(rng.random((n, 4, 4, 3)), jnp.float32),
-        "tokens": jnp.asarray(rng.integers(1, 20, size=(n, 5)), jnp.int32),
+        "tokens": jnp.asarray(rng.integers(1, 15, size=(n, 5)), jnp.int32),
         "is_forget": jnp.asarray(is_forget, bool),
         "label": jnp.arange(n, dtype=jnp.int32),
-        "parent_tokens": jnp.asarray(rng.integers(1, 20, size=(n, 5)), jnp.int32),
+        "group": jnp.asarray(np.arange(n) % 3, jnp.int32),
+        "parent": jnp.asarray(rng.integers(0, len(PARENT_PROMPTS), size=n), jnp.int32),
     }
+
+
+# Tokens of two parent concepts' prompt ensembles (R=2, P=3, L=5); ids 15-19 appear only here.
+PARENT_PROMPTS = np.random.default_rng(7).integers(15, 20, size=(2, 3, 5)).astype(np.int32)
 
 
 @pytest.fixture(scope="module", params=["clip", "meru"])
@@ -297,6 +308,7 @@ def test_hac_on_a_model_uses_parents_and_the_frozen_model():
         model=model,
         geometry="meru",
         cfg=method.config(derangement="shift", parent_policy="keep", delta=0.1),
+        parent_prompt_tokens=PARENT_PROMPTS,
     )
     # only the parent term, with and without a gradient into the parent texts
     parent_only = dict(
@@ -313,6 +325,7 @@ def test_hac_on_a_model_uses_parents_and_the_frozen_model():
             model=model,
             geometry="meru",
             cfg=method.config(parent_stop_gradient=stop, **parent_only),
+            parent_prompt_tokens=PARENT_PROMPTS,
         )
         for stop in (True, False)
     )
@@ -321,7 +334,10 @@ def test_hac_on_a_model_uses_parents_and_the_frozen_model():
     def run(params, frozen, batch):
         out = model.apply({"params": params}, batch["image"], batch["tokens"])
         out0 = model.apply({"params": frozen}, batch["image"], batch["tokens"])
-        parent = model.apply({"params": params}, batch["parent_tokens"], method="encode_text")
+        ensembles = model.apply(
+            {"params": params}, PARENT_PROMPTS, method="encode_prompt_ensembles"
+        )
+        parent = ensembles[batch["parent"]]
         f = batch["is_forget"]
         refs = {
             "parent_cone": hac.parent_cone_loss(out["image"], parent, f, out["curv"], "keep", 0.1),
@@ -341,12 +357,15 @@ def test_hac_on_a_model_uses_parents_and_the_frozen_model():
     assert float(self_metrics["norm_reg"]) == 0.0  # against itself the norm term vanishes
     # By default the parent text is a fixed reference: tokens used only by the parents get no
     # gradient (they do when parent_stop_gradient is off).
-    only_parent = np.setdiff1d(np.asarray(batch["parent_tokens"]), np.asarray(batch["tokens"]))
+    only_parent = np.setdiff1d(PARENT_PROMPTS, np.asarray(batch["tokens"]))
     assert only_parent.size > 0
     assert np.all(np.asarray(g_fixed["token_embed"]["embedding"])[only_parent] == 0.0)
     assert np.any(np.asarray(g_moving["token_embed"]["embedding"])[only_parent] != 0.0)
-    with pytest.raises(ValueError, match="parent_tokens"):
-        fn(params, frozen, {k: v for k, v in batch.items() if k != "parent_tokens"}, None)
+    with pytest.raises(ValueError, match="parent prompts"):
+        fn(params, frozen, {k: v for k, v in batch.items() if k != "parent"}, None)
+    unbound = method.bind(model=model, geometry="meru", cfg=method.config(parent_policy="keep"))
+    with pytest.raises(ValueError, match="parent prompts"):
+        unbound(params, frozen, batch, None)
     with pytest.raises(ValueError, match="frozen_params"):
         fn(params, None, batch, None)
 
@@ -362,7 +381,12 @@ def test_every_method_jits_and_gives_finite_gradients():
     for name in BUILTIN:
         method = unlearning.get_method(name)
         overrides = {"l1_schedule": "linear", "total_steps": 10} if name == "l1_sparse" else {}
-        fns[name] = method.bind(model=model, geometry="meru", cfg=method.config(**overrides))
+        fns[name] = method.bind(
+            model=model,
+            geometry="meru",
+            cfg=method.config(**overrides),
+            parent_prompt_tokens=PARENT_PROMPTS,
+        )
 
     @functools.partial(jax.jit, compiler_options=FAST)
     def step(params, batch, key, i):
@@ -410,14 +434,15 @@ def test_methods_on_the_real_meru_model():
     tokens = rng.integers(1, 400, size=(n, length)).astype(np.int32)
     tokens[:, 6] = 49407  # EOS
     tokens[:, 7:] = 0
-    parents = tokens.copy()
-    parents[:, 1] = 500
+    parents = np.stack([tokens[:3], tokens[1:]])  # two parent concepts, three prompts each
+    parents[:, :, 1] = 500
     batch = {
         "image": jnp.asarray(rng.random((n, size, size, 3)), jnp.float32),
         "tokens": jnp.asarray(tokens),
         "is_forget": jnp.asarray([True, False, True, False]),
         "label": jnp.arange(n, dtype=jnp.int32),
-        "parent_tokens": jnp.asarray(parents),
+        "group": jnp.asarray([0, 0, 1, 1], jnp.int32),
+        "parent": jnp.asarray([0, 0, 1, 1], jnp.int32),
     }
     # l1 rules name real parameters: the scalars and the fixed position table are excluded
     rules = unlearning.get_config("l1_sparse").l1_rules
@@ -429,8 +454,10 @@ def test_methods_on_the_real_meru_model():
         not in ("logit_scale", "curv", "visual_alpha", "textual_alpha", "visual/pos_embed")
     )
     assert float(jax.jit(lambda p: l1_norm(p, rules))(params)) == pytest.approx(expected, rel=1e-5)
-    # HAC end to end: parents through encode_text, the frozen model for the norm term
-    hac_fn = unlearning.get_method("hac").bind(model=model, geometry=cfg.kind)
+    # HAC end to end: pooled parent prompt ensembles, the frozen model for the norm term
+    hac_fn = unlearning.get_method("hac").bind(
+        model=model, geometry=cfg.kind, parent_prompt_tokens=parents
+    )
     step = jax.jit(jax.value_and_grad(hac_fn, has_aux=True), compiler_options=FAST)
     (loss, metrics), grads = step(params, frozen, batch, jax.random.key(0), 0)
     assert np.isfinite(float(loss)) and float(metrics["norm_reg"]) > 0

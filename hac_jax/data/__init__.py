@@ -22,6 +22,7 @@ from hac_jax.data.captions import (
     caption_texts,
     class_prompts,
     group_prompts,
+    parent_prompts,
     sample_caption,
 )
 from hac_jax.data.datasets import DATASETS, load_data
@@ -31,6 +32,7 @@ from hac_jax.data.fashion_mnist import (
     find_fashion_mnist_files,
     prepare_fashion_mnist,
 )
+from hac_jax.data.forget import GROUP_CAPTION_POLICIES, ForgetSet, pair_roles
 from hac_jax.data.hierarchy import FASHION_MNIST, LEVELS, Concept, Hierarchy, normalize_name
 from hac_jax.data.idx import IdxFormatError, read_idx, write_idx
 from hac_jax.data.image_folder import HierImageFolder, prepare_image_folder, scan_image_folder
@@ -51,12 +53,14 @@ __all__ = [
     "DEFAULT_LEVEL_WEIGHTS",
     "DEFAULT_SOURCE_DIR",
     "FASHION_MNIST",
+    "GROUP_CAPTION_POLICIES",
     "LEVELS",
     "SHAPES",
     "TEMPLATES",
     "CaptionBank",
     "Concept",
     "FashionMnistHierarchy",
+    "ForgetSet",
     "HierDataset",
     "HierImageFolder",
     "HierShapes",
@@ -74,6 +78,8 @@ __all__ = [
     "make_loader",
     "make_mixed_loader",
     "normalize_name",
+    "pair_roles",
+    "parent_prompts",
     "prepare_fashion_mnist",
     "prepare_image_folder",
     "prepare_shapes",

@@ -37,6 +37,7 @@ __all__ = [
     "class_prompts",
     "group_prompts",
     "hash_uniform",
+    "parent_prompts",
     "sample_caption",
 ]
 
@@ -121,6 +122,18 @@ def group_prompts(hierarchy: Hierarchy, templates: Sequence[str] | None = None) 
         [t.format(g=hierarchy.group_phrases[g], r=hierarchy.root_phrase) for t in templates]
         for g in range(hierarchy.num_groups)
     ]
+
+
+def parent_prompts(hierarchy: Hierarchy) -> tuple[list[list[str]], np.ndarray]:
+    """The parent concepts' prompt ensembles and each class's row in them: the group prompts
+    (:func:`group_prompts`) or, for a flat hierarchy whose groups repeat the classes, the root's
+    (``TEMPLATES["root"]``). Returns ``(prompts: R lists of P prompts, rows: (num_classes,)
+    int64)``. The parent cone of a class is that of its row's pooled ensemble, in unlearning
+    (HAC's parent-cone term) and in the audits alike."""
+    if hierarchy.is_flat:
+        root = [t.format(r=hierarchy.root_phrase) for t in TEMPLATES["root"]]
+        return [root], np.zeros(hierarchy.num_classes, np.int64)
+    return group_prompts(hierarchy), np.asarray(hierarchy.class_group, np.int64)
 
 
 # Counter-based hashing (splitmix64 finaliser, Steele et al., OOPSLA 2014): a well-mixed 64-bit

@@ -3,6 +3,11 @@
 
 :func:`audit_model` is the per-model audit of docs/METHOD.md "Metrics". It works in two stages:
 
+Every image's caption in the audit names its class (class-level captions only,
+:data:`hac_jax.data.forget.NAMING_CAPTION_WEIGHTS`): the matched pairs of the MIA, the alignment
+gaps, the text distances and retrieval never mix in the group captions that retained siblings
+share (docs/METHOD.md).
+
 1. :func:`embed_for_audit` runs the model once over what the audit needs and returns an
    :class:`AuditEmbeddings` (projected embeddings of the test pairs, the forget-train pairs, a
    seeded subset of the retain-train pairs, and the prompt-ensemble embeddings of the concepts);
@@ -28,6 +33,8 @@ Metric names (:data:`METRIC_KEYS`, every one present on both geometries; fractio
 
 Arrays (:data:`ARRAY_KEYS`, the npz keys of docs/DESIGN.md "Unlearning results"):
 ``alignment_matrix`` ``(C, C)``, ``is_forget`` / ``labels`` ``(N,)`` of the test images,
+``forget_train_score`` ``(N_f,)`` sim of each forget-train image with its class caption (the
+scores the MIA judges and :func:`hac_jax.eval.metrics.ks_distance` compares with Retrain's),
 ``dest_top1_count`` and ``concept_names`` ``(K,)`` and, MERU only, ``dist_origin_image`` /
 ``dist_origin_text`` ``(N,)``.
 """
@@ -44,6 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hac_jax.data.captions import parent_prompts
+from hac_jax.data.forget import NAMING_CAPTION_WEIGHTS
 from hac_jax.eval import encode
 from hac_jax.eval import metrics as pure  # the metrics as pure functions
 from hac_jax.eval.names import (
@@ -169,6 +178,7 @@ def _loader(
         num_epochs=1,
         drop_remainder=False,
         classes=None if classes is None else list(classes),
+        caption_levels=NAMING_CAPTION_WEIGHTS,
         context_length=model_cfg.text.context_length,
         image_size=model_cfg.vision.image_size,
     )
@@ -187,7 +197,8 @@ def embed_split(
     """Every image of ``split`` (optionally only ``classes``) with one caption each, in record
     order -> ``(image_emb (N, E), caption_emb (N, E), labels (N,))`` projected embeddings.
 
-    The caption of record ``i`` is the loader's draw for ``(seed 0, epoch 0, i)``.
+    The caption of record ``i`` is the loader's draw for ``(seed 0, epoch 0, i)`` among the
+    class-level captions.
     """
     out = _embed_batches(
         model, params, _loader(data, split, model_cfg, batch_size, classes=classes), batch_size
@@ -213,18 +224,6 @@ def concept_prompts(hierarchy: Any) -> list[list[str]]:
         for p in table["phrases"][n_cls:]
     ]
     return class_prompts(hierarchy) + extra
-
-
-def _parent_prompts(hierarchy: Any) -> tuple[list[list[str]], np.ndarray]:
-    """The parent concepts' prompt ensembles and each class's row in them: the group prompts
-    (``hac_jax.data.group_prompts``) or, for a flat hierarchy whose groups repeat the classes,
-    the root's (``TEMPLATES["root"]``)."""
-    from hac_jax.data import TEMPLATES, group_prompts
-
-    if hierarchy.is_flat:
-        root = [t.format(r=hierarchy.root_phrase) for t in TEMPLATES["root"]]
-        return [root], np.zeros(hierarchy.num_classes, np.int64)
-    return group_prompts(hierarchy), np.asarray(hierarchy.class_group, np.int64)
 
 
 def _check_request(
@@ -288,7 +287,7 @@ def embed_for_audit(
     concept_embs = classifier(concept_prompts(h))
     parent_embs = None
     if model_cfg.geometry.has_cones:
-        prompts, rows = _parent_prompts(h)
+        prompts, rows = parent_prompts(h)
         parent_embs = classifier(prompts)[rows]
 
     test = _embed_batches(
@@ -610,10 +609,13 @@ def audit_embeddings(
         )
     )
     pair_sims = pure.pair_similarity(img, txt, geometry, curv)
+    forget_train_score = pure.pair_similarity(
+        emb.forget_train_images, emb.forget_train_texts, geometry, curv
+    )
     mia = pure.mia_audit(
         pure.pair_similarity(emb.member_images, emb.member_texts, geometry, curv),
         pair_sims[retain],
-        pure.pair_similarity(emb.forget_train_images, emb.forget_train_texts, geometry, curv),
+        forget_train_score,
     )
     metrics.update({k: mia[k] for k in ("mia_forget_nonmember", "mia_fit_balanced_acc")})
     matrix = pure.alignment_matrix(img, labels, txt, labels, num_classes, geometry, curv)
@@ -623,6 +625,7 @@ def audit_embeddings(
         "alignment_matrix": matrix,
         "is_forget": is_forget,
         "labels": labels,
+        "forget_train_score": np.asarray(forget_train_score, np.float64),
     }
 
     if has_cones:

@@ -44,12 +44,14 @@ __all__ = [
     "fit_mia_threshold",
     "forgetting_accuracies",
     "forgotten_destinations",
+    "ks_distance",
     "mia_audit",
     "pair_similarity",
     "pairwise_similarity",
     "retrieval_metrics",
     "retrieval_recall",
     "to_jsonable",
+    "tv_distance",
 ]
 
 _CHUNK = 1024
@@ -661,6 +663,43 @@ def forgotten_destinations(
     }
     out.update({name: float(np.mean(sel)) for name, sel in cat.items()})
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Distances between two models' audits (forget quality against Retrain)
+# ----------------------------------------------------------------------------------------------
+
+
+def ks_distance(a: Any, b: Any) -> float:
+    """Two-sample Kolmogorov-Smirnov distance ``sup_x |F_a(x) - F_b(x)|`` of the empirical CDFs
+    of ``a`` ``(N,)`` and ``b`` ``(M,)``, in [0, 1] (0: the same distribution of values; 1: no
+    overlap). After OpenUnlearning's forget-quality test: ``a`` the unlearned model's per-pair
+    forget scores, ``b`` Retrain's on the same pairs."""
+    a = np.sort(np.asarray(a, np.float64).ravel())
+    b = np.sort(np.asarray(b, np.float64).ravel())
+    if a.size == 0 or b.size == 0:
+        raise ValueError("ks_distance needs at least one value on each side")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("ks_distance needs finite values")
+    grid = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, grid, side="right") / a.size
+    cdf_b = np.searchsorted(b, grid, side="right") / b.size
+    return float(np.max(np.abs(cdf_a - cdf_b)))
+
+
+def tv_distance(p: Any, q: Any) -> float:
+    """Total-variation distance ``0.5 * sum |p/sum(p) - q/sum(q)|`` of two histograms (counts or
+    shares over the same bins, ``(K,)``), in [0, 1]: e.g. where the forgotten images go (their
+    top-1 concept) under a method and under Retrain."""
+    p = np.asarray(p, np.float64).ravel()
+    q = np.asarray(q, np.float64).ravel()
+    if p.shape != q.shape:
+        raise ValueError(
+            f"tv_distance needs histograms over the same bins, got {p.shape}, {q.shape}"
+        )
+    if np.any(p < 0) or np.any(q < 0) or p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("tv_distance needs non-negative histograms with a positive total")
+    return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
 
 
 # ----------------------------------------------------------------------------------------------

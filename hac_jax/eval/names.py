@@ -52,6 +52,7 @@ ARRAY_KEYS: tuple[str, ...] = (
     "labels",
     "dest_top1_count",
     "concept_names",
+    "forget_train_score",
 )
 """Keys of :attr:`hac_jax.eval.audit.ModelAudit.arrays` on both geometries."""
 

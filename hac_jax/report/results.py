@@ -16,7 +16,8 @@ One file per pretrained model, one run per (forget set, row, seed)::
            "metrics": {"FA": 0.0, "RA": 0.84, ...},                          # null for NaN
            "steps": 25, "seconds": 12.3, "examples": 1600,                   # required
            "method": "hac", "forget_class_ids": [7], "method_cfg": {...},
-           "loop": {...} | null, "arrays": "arrays/hac__sneaker__s0.npz" | null}
+           "loop": {...} | null, "arrays": "arrays/hac__sneaker__s0.npz" | null,
+           "settings": {...}, "passes": {...}, "fingerprints": {...}, "vs_retrain": {...}}
 
 Keys beyond the tables are kept as written (a runner may record more about a run). ``arrays`` is
 relative to the file's folder and holds the audit's arrays
@@ -134,6 +135,24 @@ RESULTS_FIELDS: tuple[Field, ...] = (
         _expect("a list of integers", lambda v: isinstance(v, list) and all(map(_is_int, v))),
     ),
     Field(
+        "code_revision",
+        False,
+        "the git commit the runner ran from (+dirty with local changes)",
+        _expect("a string", lambda v: isinstance(v, str)),
+    ),
+    Field(
+        "data_settings",
+        False,
+        "the data settings (which data set, split fractions, seeds)",
+        _expect("an object", lambda v: isinstance(v, dict)),
+    ),
+    Field(
+        "retrain_yardstick",
+        False,
+        "per forget set: the distances between Retrain seeds (ks_forget_score, tv_destination)",
+        _expect("an object", lambda v: isinstance(v, dict)),
+    ),
+    Field(
         "forget_sets",
         False,
         "the forget sets, as lists of concept names",
@@ -187,6 +206,30 @@ RUN_FIELDS: tuple[Field, ...] = (
         False,
         "the unlearning loop's settings (null for original and retrain)",
         _expect("an object or null", lambda v: v is None or isinstance(v, dict)),
+    ),
+    Field(
+        "settings",
+        False,
+        "everything that determines the run: resolved method settings, loop, caption policy",
+        _expect("an object", lambda v: isinstance(v, dict)),
+    ),
+    Field(
+        "passes",
+        False,
+        "forward and backward passes counted in examples (frozen-model forwards included)",
+        _expect("an object", lambda v: isinstance(v, dict)),
+    ),
+    Field(
+        "fingerprints",
+        False,
+        "fingerprints of the starting model, the resulting parameters, the data and the code",
+        _expect("an object", lambda v: isinstance(v, dict)),
+    ),
+    Field(
+        "vs_retrain",
+        False,
+        "distances to Retrain of the same forget set and seed (ks_forget_score, tv_destination)",
+        _expect("an object", lambda v: isinstance(v, dict)),
     ),
     Field(
         "arrays",

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hac_jax.data.forget import forget_slug
 from hac_jax.eval.names import DESTINATIONS, GLOSSARY, is_fraction
 from hac_jax.report.styles import model_order
 
@@ -95,10 +96,19 @@ destination shares (``dest_*``, :data:`hac_jax.eval.names.DESTINATIONS`)."""
 COMPUTE = "compute"
 """Target name of ``compute vs retrain``: examples processed, in percent of Retrain's."""
 
+KS_FORGET = "ks_forget_score"
+"""Distance-table column: two-sample KS distance of the per-pair forget scores to those of
+Retrain with the same seed (each run's ``vs_retrain``), mean over seeds, beside the Retrain
+seed-to-seed yardstick (the results' ``retrain_yardstick``)."""
+
+VERSUS_RETRAIN = (KS_FORGET, "tv_destination")
+"""Per-run distances to Retrain recorded by the runner (a run's ``vs_retrain``)."""
+
 DISTANCE_COLUMNS: tuple[str, ...] = (
     "FA",
     "RA",
     "mia_forget_nonmember",
+    KS_FORGET,
     "align_gap_forget",
     "cone_own_retain",
     DESTINATION_TV,
@@ -163,8 +173,13 @@ def aggregate(results: list[dict], metrics: Sequence[str] | None = None) -> list
     row_order: dict[str, int] = {}
     groups: dict[tuple[str, tuple[str, ...], str], list[dict]] = {}
     seen: dict[tuple, dict] = {}
+    yardsticks: dict[tuple[str, tuple[str, ...]], dict] = {}
     for res in results:
+        by_slug = res.get("retrain_yardstick") or {}
         for run in res["runs"]:
+            stick = by_slug.get(forget_slug(run["forget"]))
+            if stick:
+                yardsticks[(res["model"], tuple(run["forget"]))] = stick
             forget = tuple(run["forget"])
             ident = (res["model"], forget, run["row"], run["seed"])
             if ident in seen:
@@ -203,16 +218,31 @@ def aggregate(results: list[dict], metrics: Sequence[str] | None = None) -> list
         }
         for cost in COST_KEYS:
             entry[cost] = _stats([r[cost] for r in runs])["mean"]
+        entry["pass_examples"] = _stats([_pass_examples(r) for r in runs])["mean"]
+        entry["vs_retrain"] = {
+            name: _stats([(r.get("vs_retrain") or {}).get(name) for r in runs])
+            for name in VERSUS_RETRAIN
+        }
+        entry["yardstick"] = yardsticks.get((model, forget), {})
         out.append(entry)
 
     retrain = {
-        (e["model"], tuple(e["forget"])): e["examples"] for e in out if e["row"] == "retrain"
+        (e["model"], tuple(e["forget"])): e["pass_examples"] for e in out if e["row"] == "retrain"
     }
     for e in out:
-        ref = retrain.get((e["model"], tuple(e["forget"])))
-        ok = ref is not None and math.isfinite(ref) and ref > 0 and math.isfinite(e["examples"])
-        e["compute_vs_retrain"] = e["examples"] / ref if ok else None
+        ref, own = retrain.get((e["model"], tuple(e["forget"]))), e["pass_examples"]
+        ok = ref is not None and math.isfinite(ref) and ref > 0 and math.isfinite(own)
+        e["compute_vs_retrain"] = own / ref if ok else None
     return out
+
+
+def _pass_examples(run: Mapping[str, Any]) -> float | None:
+    """Examples over every forward and backward pass of a run (``passes``: the trained model's
+    forward and backward, the frozen model's forward); ``examples`` where a run has no count."""
+    passes = run.get("passes") or {}
+    if "forward_examples" in passes and "backward_examples" in passes:
+        return float(passes["forward_examples"]) + float(passes["backward_examples"])
+    return run.get("examples")
 
 
 def accuracy_by_k(agg: list[dict], metric: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -582,7 +612,13 @@ def _destination_shares(entry: Mapping[str, Any] | None) -> np.ndarray | None:
 def _distance(
     entry: Mapping[str, Any], retrain: Mapping[str, Any] | None, metric: str
 ) -> float | None:
+    if metric in VERSUS_RETRAIN:
+        stats = entry["vs_retrain"].get(metric)
+        return None if stats is None or stats["n"] == 0 else stats["mean"]
     if metric == DESTINATION_TV:
+        stats = entry["vs_retrain"].get("tv_destination")
+        if stats is not None and stats["n"] > 0:  # per run against its own seed's Retrain
+            return stats["mean"]
         p, q = _destination_shares(entry), _destination_shares(retrain)
         return None if p is None or q is None else 0.5 * float(np.abs(p - q).sum())
     value, reference = _mean(entry, metric), _mean(retrain, metric)
@@ -601,6 +637,8 @@ def distance_table(
     for m in metrics:
         if m == DESTINATION_TV:
             header.append("destination TV")
+        elif m == KS_FORGET:
+            header += ["forget-score KS", "KS Retrain seeds"]
         else:
             header.append(f"{m} vs Retrain (pts)" if is_fraction(m) else f"{m} vs Retrain")
     lines = []
@@ -609,8 +647,11 @@ def distance_table(
         cells: list[str | None] = [forget_label(e["forget"]), _row_label(e)]
         for m in metrics:
             distance = _distance(e, retrain, m)
-            digits = 3 if m == DESTINATION_TV else _scale_and_digits(m)[1]
+            digits = 3 if m in (DESTINATION_TV, *VERSUS_RETRAIN) else _scale_and_digits(m)[1]
             cells.append(None if distance is None else f"{distance:.{digits}f}")
+            if m == KS_FORGET:
+                stick = e["yardstick"].get(KS_FORGET)
+                cells.append(None if stick is None else f"{stick:.3f}")
         lines.append(cells)
     header, lines = _drop_empty_columns(header, lines, labels=2)
     return _markdown(header, lines, labels=2)

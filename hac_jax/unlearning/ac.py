@@ -37,6 +37,7 @@ __all__ = [
     "negative_calibration",
     "positive_calibration",
     "validate_derangement",
+    "wrong_positives_from_cfg",
 ]
 
 POS_REDUCTIONS = ("fraction", "mean")
@@ -52,8 +53,9 @@ def negative_calibration(
     alpha: float,
     perm: ArrayLike,
     valid: ArrayLike | None = None,
+    is_retain: ArrayLike | None = None,
 ) -> tuple[Array, dict[str, Array]]:
-    """AC's weighted InfoNCE with deranged positives on the forget pairs.
+    """AC's weighted InfoNCE with wrong positives on the forget pairs.
 
     Args:
       u, v: ``(B, D)`` image and text embeddings.
@@ -62,9 +64,11 @@ def negative_calibration(
       curv: curvature (ignored on the sphere).
       geometry: ``LORENTZ`` or ``SPHERE``.
       alpha: weight of the forget pairs (AC's gamma).
-      perm: ``(B,)`` int targets from :func:`common.forget_derangement`.
+      perm: ``(B,)`` int targets from :func:`common.wrong_positives`.
       valid: ``(B,)`` bool, forget pairs that got a wrong partner (default: all forget pairs).
         Forget pairs outside it (a lone forget pair in a batch) are left out of the loss.
+      is_retain: ``(B,)`` bool, the retain pairs (default: every non-forget pair). Pairs in
+        neither set are no positives and no negatives (:func:`common.pair_masks`).
 
     Returns:
       ``(loss, metrics)`` with ``ctr`` (the loss), ``ctr_retain`` / ``ctr_forget`` (unweighted
@@ -72,10 +76,11 @@ def negative_calibration(
     """
     is_forget = jnp.asarray(is_forget, bool)
     valid = is_forget if valid is None else jnp.asarray(valid, bool)
+    retain = ~is_forget if is_retain is None else jnp.asarray(is_retain, bool)
     logits = scale * geometry.pairwise_sim(u, v, curv)
-    retain = ~is_forget
     weights = jnp.where(retain, 1.0, jnp.where(valid, alpha, 0.0)).astype(logits.dtype)
-    loss, per_sample = common.weighted_symmetric_infonce(logits, perm, weights)
+    active = None if is_retain is None else retain | is_forget
+    loss, per_sample = common.weighted_symmetric_infonce(logits, perm, weights, active)
     return loss, {
         "ctr": loss,
         "ctr_retain": common.masked_mean(per_sample, retain),
@@ -116,6 +121,7 @@ def ac_loss_from_embeddings(
     perm: ArrayLike,
     *,
     valid: ArrayLike | None = None,
+    is_retain: ArrayLike | None = None,
     pos_reduction: str = "fraction",
 ) -> tuple[Array, dict[str, Array]]:
     """``L_AC`` on embeddings (module docstring). Shapes: ``(B, D), (B, D), (B,) bool -> ()``.
@@ -124,7 +130,9 @@ def ac_loss_from_embeddings(
     ``pos_calib`` (the unweighted positive term) and ``num_forget``. With no forget pair in the
     batch the loss is the plain symmetric contrastive loss of the model.
     """
-    loss, metrics = negative_calibration(u, v, is_forget, scale, curv, geometry, alpha, perm, valid)
+    loss, metrics = negative_calibration(
+        u, v, is_forget, scale, curv, geometry, alpha, perm, valid, is_retain
+    )
     pos = positive_calibration(u, v, is_forget, curv, geometry, pos_reduction)
     loss = common.add_term(loss, beta, pos)
     metrics.update(
@@ -136,8 +144,8 @@ def ac_loss_from_embeddings(
 
 
 def derangement_from_cfg(is_forget: Array, rng: Array | None, cfg: Any) -> tuple[Array, Array]:
-    """``pi`` as the method config asks: ``cfg.derangement`` = ``"random"`` (uses ``rng``) or
-    ``"shift"`` (uses ``cfg.index_shift``)."""
+    """``pi`` of the ``forget`` pool as the method config asks: ``cfg.derangement`` =
+    ``"random"`` (uses ``rng``) or ``"shift"`` (uses ``cfg.index_shift``)."""
     mode = cfg.derangement
     if mode == "random":
         if rng is None:
@@ -146,6 +154,18 @@ def derangement_from_cfg(is_forget: Array, rng: Array | None, cfg: Any) -> tuple
     if mode == "shift":
         return common.forget_derangement(is_forget, shift=int(cfg.index_shift))
     raise ValueError(f"derangement must be 'random' or 'shift', got {mode!r}")
+
+
+def wrong_positives_from_cfg(batch: Any, rng: Array | None, cfg: Any) -> tuple[Array, Array]:
+    """The wrong positives of a batch's forget pairs from ``cfg.wrong_positive`` (the pool,
+    :data:`common.WRONG_POSITIVE_POOLS`); the ``forget`` pool uses ``cfg.derangement``.
+    Returns ``(targets (B,), valid (B,))`` (:func:`common.wrong_positives`)."""
+    is_forget, is_retain = common.pair_masks(batch)
+    if cfg.wrong_positive == "forget":
+        return derangement_from_cfg(is_forget, rng, cfg)
+    return common.wrong_positives(
+        is_forget, is_retain, batch["label"], batch["group"], cfg.wrong_positive, rng=rng
+    )
 
 
 def model_outputs(model: Any, params: Any, batch: Any) -> dict[str, Array]:
@@ -160,7 +180,13 @@ DERANGEMENTS = ("random", "shift")
 
 
 def validate_derangement(cfg: Any) -> None:
-    """Checks ``cfg.derangement`` / ``cfg.index_shift`` (shared by AC and HAC)."""
+    """Checks ``cfg.wrong_positive``, ``cfg.derangement`` / ``cfg.index_shift`` (shared by AC
+    and HAC)."""
+    if cfg.wrong_positive not in common.WRONG_POSITIVE_POOLS:
+        raise ValueError(
+            f"wrong_positive must be one of {common.WRONG_POSITIVE_POOLS}, got "
+            f"{cfg.wrong_positive!r}"
+        )
     if cfg.derangement not in DERANGEMENTS:
         raise ValueError(f"derangement must be one of {DERANGEMENTS}, got {cfg.derangement!r}")
     if cfg.derangement == "shift" and int(cfg.index_shift) < 1:
@@ -191,6 +217,7 @@ def _validate(cfg: Any) -> None:
     defaults=dict(
         alpha=0.0,
         beta=10.0,
+        wrong_positive="forget",  # the pool of negative calibration's wrong positives
         derangement="random",
         index_shift=1,
         pos_reduction="fraction",
@@ -213,8 +240,8 @@ def ac_loss(
     """AC on a model: the registry signature (see :mod:`hac_jax.unlearning.registry`)."""
     del frozen_params, step
     out = model_outputs(model, params, batch)
-    is_forget = jnp.asarray(batch["is_forget"], bool)
-    perm, valid = derangement_from_cfg(is_forget, rng, cfg)
+    is_forget, is_retain = common.pair_masks(batch)
+    perm, valid = wrong_positives_from_cfg(batch, rng, cfg)
     loss, metrics = ac_loss_from_embeddings(
         out["image"],
         out["text"],
@@ -226,6 +253,7 @@ def ac_loss(
         cfg.beta,
         perm,
         valid=valid,
+        is_retain=is_retain,
         pos_reduction=cfg.pos_reduction,
     )
     metrics["logit_scale"] = out["logit_scale"]

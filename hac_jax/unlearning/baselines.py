@@ -49,8 +49,8 @@ def subset_loss(
 ) -> tuple[Array, dict[str, Array]]:
     """``L(R)`` (``which="retain"``) or ``L(F)`` (``"forget"``) of a batch, with metrics."""
     out = model_outputs(model, params, batch)
-    is_forget = jnp.asarray(batch["is_forget"], bool)
-    mask = is_forget if which == "forget" else ~is_forget
+    is_forget, is_retain = common.pair_masks(batch)
+    mask = is_forget if which == "forget" else is_retain
     loss, metrics = common.subset_model_loss(
         out["image"],
         out["text"],

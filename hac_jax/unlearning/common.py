@@ -19,15 +19,32 @@ from jax.typing import ArrayLike
 from hac_jax.geometry import Geometry
 
 __all__ = [
+    "WRONG_POSITIVE_POOLS",
     "add_term",
     "forget_derangement",
     "masked_mean",
     "masked_sum",
+    "pair_masks",
     "subset_contrastive_loss",
     "subset_entailment_loss",
     "subset_model_loss",
     "weighted_symmetric_infonce",
+    "wrong_positives",
 ]
+
+WRONG_POSITIVE_POOLS = ("forget", "retain", "sibling")
+
+
+def pair_masks(batch: Any) -> tuple[Array, Array]:
+    """``(is_forget, is_retain)``, both ``(B,) bool``, of a batch: the forget pairs (captions that
+    name a forgotten concept) and the retain pairs. Pairs in neither (group-level captions of
+    forget images under the default ``group_captions="exclude"``, see
+    :mod:`hac_jax.data.forget`) take part in no term. Batches without ``is_retain`` treat every
+    non-forget pair as retain."""
+    is_forget = jnp.asarray(batch["is_forget"], bool)
+    if "is_retain" in batch:
+        return is_forget, jnp.asarray(batch["is_retain"], bool)
+    return is_forget, ~is_forget
 
 
 def masked_sum(x: ArrayLike, mask: ArrayLike) -> Array:
@@ -107,16 +124,69 @@ def forget_derangement(
     return jnp.where(valid, target, idx), valid
 
 
+def wrong_positives(
+    is_forget: ArrayLike,
+    is_retain: ArrayLike,
+    label: ArrayLike,
+    group: ArrayLike,
+    pool: str,
+    *,
+    rng: Array | None = None,
+    shift: int | None = None,
+) -> tuple[Array, Array]:
+    """The wrong positive ``w(i)`` of every forget pair, drawn from ``pool`` (docs/METHOD.md):
+
+    * ``"forget"``: another forget pair (:func:`forget_derangement` with ``rng`` or ``shift``;
+      AC's original form, for random-sample forgetting);
+    * ``"retain"``: a uniformly drawn retain pair of the batch (a caption of a retained concept);
+    * ``"sibling"``: a retain pair of the same group and another class when the batch has one,
+      else any retain pair.
+
+    Shapes: ``(B,) bool, (B,) bool, (B,) int, (B,) int -> (targets (B,) int32, valid (B,)
+    bool)``: ``targets[i]`` is the caption index of pair ``i``'s positive (itself where not
+    deranged); ``valid`` marks the forget pairs that got a wrong partner (a pool empty in this
+    batch leaves them out). ``"retain"`` and ``"sibling"`` need ``rng``.
+    """
+    if pool not in WRONG_POSITIVE_POOLS:
+        raise ValueError(f"wrong-positive pool must be one of {WRONG_POSITIVE_POOLS}, got {pool!r}")
+    is_forget = jnp.asarray(is_forget, bool)
+    if pool == "forget":
+        return forget_derangement(is_forget, shift=shift, rng=rng)
+    if rng is None:
+        raise ValueError(f"the {pool!r} wrong-positive pool draws at random: pass an rng key")
+    is_retain = jnp.asarray(is_retain, bool)
+    label = jnp.asarray(label)
+    candidates = is_retain[None, :] & (label[:, None] != label[None, :])  # (B, B): i -> j
+    if pool == "sibling":
+        group = jnp.asarray(group)
+        sibling = candidates & (group[:, None] == group[None, :])
+        has_sibling = jnp.any(sibling, axis=1, keepdims=True)
+        candidates = jnp.where(has_sibling, sibling, candidates)
+    # A uniform draw among each row's candidates: the largest of i.i.d. uniform scores.
+    scores = jax.random.uniform(rng, candidates.shape)
+    choice = jnp.argmax(jnp.where(candidates, scores, -1.0), axis=1).astype(jnp.int32)
+    valid = is_forget & jnp.any(candidates, axis=1)
+    idx = jnp.arange(is_forget.shape[0], dtype=jnp.int32)
+    return jnp.where(valid, choice, idx), valid
+
+
 def weighted_symmetric_infonce(
-    logits: ArrayLike, targets: ArrayLike, weights: ArrayLike
+    logits: ArrayLike,
+    targets: ArrayLike,
+    weights: ArrayLike,
+    active: ArrayLike | None = None,
 ) -> tuple[Array, Array]:
     """Symmetric InfoNCE with a per-sample positive and weight (AC's weighted form).
 
     Args:
       logits: ``(B, B)`` scaled similarities, ``logits[i, j] = s * sim(image_i, text_j)``.
-      targets: ``(B,)`` int, a permutation: the positive pair of sample ``i`` is
-        ``(image_i, text_{targets[i]})`` (``targets[i] = i`` for an ordinary pair).
+      targets: ``(B,)`` int: the positive pair of sample ``i`` is ``(image_i,
+        text_{targets[i]})`` (``targets[i] = i`` for an ordinary pair; a derangement of the
+        forget pairs, or any other pair's caption for AC's wrong positive).
       weights: ``(B,)`` non-negative per-sample weights.
+      active: ``(B,)`` bool, the pairs that take part (default: all). Inactive images and texts
+        are no negatives of anyone (their logits are masked out of both softmaxes); give them
+        weight 0 too.
 
     Returns:
       ``(loss, per_sample)``: ``per_sample[i] = (CE_row + CE_col) / 2`` for entry
@@ -136,6 +206,11 @@ def weighted_symmetric_infonce(
             f"targets and weights must be ({size},), got {targets.shape} and {weights.shape}"
         )
     rows = jnp.arange(size)
+    if active is not None:
+        active = jnp.asarray(active, bool)
+        # A very negative finite value (not -inf) keeps fully masked rows finite.
+        neg = jnp.asarray(jnp.finfo(logits.dtype).min / 4, logits.dtype)
+        logits = jnp.where(active[:, None] & active[None, :], logits, neg)
     logp_i2t = jax.nn.log_softmax(logits, axis=1)[rows, targets]
     logp_t2i = jax.nn.log_softmax(logits, axis=0)[rows, targets]
     per_sample = -0.5 * (logp_i2t + logp_t2i)

@@ -16,8 +16,10 @@ below is this project's definition (docs/METHOD.md), every term switchable by it
 ``u, v`` are image and text embeddings (hyperboloid space components), ``u^0, v^0`` those of the
 frozen original model, ``ext`` MERU's exterior angle
 (:func:`hac_jax.geometry.lorentz.oxy_angle`) and
-``aper`` the half-aperture of the entailment cone. The parent-cone term uses the text embedding
-``w_i`` of the parent concept of each forget pair (e.g. "footwear" for "sneaker"):
+``aper`` the half-aperture of the entailment cone. The parent-cone term uses the embedding
+``w_i`` of the parent concept of each forget pair (e.g. "footwear" for "sneaker"): its prompt
+ensemble pooled as zero-shot pools (:meth:`~hac_jax.geometry.Geometry.pool_prompts`), the same
+cone the audits use, computed once per step for the few parent concepts:
 
 * ``keep``: ``mean_F max(0, ext(w_i, u_i) - aper(w_i))`` (MERU's entailment loss of the forget
   image w.r.t. its parent: it stays inside the parent's cone);
@@ -37,11 +39,11 @@ from jax.typing import ArrayLike
 from hac_jax.geometry import LORENTZ, Geometry, lorentz, sphere
 from hac_jax.unlearning import common
 from hac_jax.unlearning.ac import (
-    derangement_from_cfg,
     model_outputs,
     negative_calibration,
     validate_derangement,
     validate_weights,
+    wrong_positives_from_cfg,
 )
 from hac_jax.unlearning.registry import register
 
@@ -75,14 +77,17 @@ def retain_entailment_loss(
     curv: ArrayLike,
     *,
     cone: Array | None = None,
+    is_retain: ArrayLike | None = None,
 ) -> Array:
     """MERU's entailment loss on the retain pairs: ``mean_R max(0, ext(v_i, u_i) - aper(v_i))``.
 
     Shapes: ``(B, D), (B, D), (B,) bool, () -> ()``. ``cone``: :func:`caption_cone` of ``(u, v)``
-    when already computed (shared with :func:`entailment_calibration`).
+    when already computed (shared with :func:`entailment_calibration`). ``is_retain``: the
+    retain pairs (default: every non-forget pair).
     """
     violation = caption_cone(u, v, curv) if cone is None else cone
-    return common.masked_mean(jax.nn.relu(violation), ~jnp.asarray(is_forget, bool))
+    retain = ~jnp.asarray(is_forget, bool) if is_retain is None else jnp.asarray(is_retain, bool)
+    return common.masked_mean(jax.nn.relu(violation), retain)
 
 
 def bounded_positive_calibration(
@@ -144,17 +149,20 @@ def norm_regularization(
     u0: ArrayLike,
     v0: ArrayLike,
     is_forget: ArrayLike,
+    is_retain: ArrayLike | None = None,
 ) -> Array:
     """``mean_R [(|u_i| - |u_i^0|)^2 + (|v_i| - |v_i^0|)^2]`` with ``u^0, v^0`` from the frozen
     original model (treated as constants). The norm of space components is monotone in the
     distance to the origin, so this keeps the retained hierarchy's levels in place.
 
-    Shapes: ``(B, D) x 4, (B,) bool -> ()``.
+    Shapes: ``(B, D) x 4, (B,) bool -> ()``; ``is_retain`` as in
+    :func:`retain_entailment_loss`.
     """
     n_u0 = jax.lax.stop_gradient(sphere.norm(u0))
     n_v0 = jax.lax.stop_gradient(sphere.norm(v0))
     sq = (sphere.norm(u) - n_u0) ** 2 + (sphere.norm(v) - n_v0) ** 2
-    return common.masked_mean(sq, ~jnp.asarray(is_forget, bool))
+    retain = ~jnp.asarray(is_forget, bool) if is_retain is None else jnp.asarray(is_retain, bool)
+    return common.masked_mean(sq, retain)
 
 
 def forget_norm_loss(
@@ -177,6 +185,7 @@ def hac_loss_from_embeddings(
     *,
     perm: ArrayLike,
     valid: ArrayLike | None = None,
+    is_retain: ArrayLike | None = None,
     alpha: float = 1.0,
     beta: float = 1.0,
     margin_d: float = 1.0,
@@ -198,7 +207,9 @@ def hac_loss_from_embeddings(
       u, v: ``(B, D)`` image / text embeddings (hyperboloid space components).
       is_forget: ``(B,)`` bool.
       scale, curv: logit scale ``s`` and curvature ``c`` (exponentiated, clamped).
-      perm, valid: the forget derangement (:func:`common.forget_derangement`).
+      perm, valid: the wrong positives (:func:`common.wrong_positives`).
+      is_retain: ``(B,)`` bool, the retain pairs (default: every non-forget pair; pairs in
+        neither set take part in no term).
       alpha, beta, margin_d, lambda_ent0, lambda_ec, delta, lambda_parent, lambda_n, lambda_nf,
         r_f: the weights and margins of the terms, Python numbers (static under ``jit``); a
         weight of 0 removes its term from the loss.
@@ -228,10 +239,15 @@ def hac_loss_from_embeddings(
             "pass them or set lambda_n=0"
         )
     is_forget = jnp.asarray(is_forget, bool)
-    loss, metrics = negative_calibration(u, v, is_forget, scale, curv, LORENTZ, alpha, perm, valid)
+    loss, metrics = negative_calibration(
+        u, v, is_forget, scale, curv, LORENTZ, alpha, perm, valid, is_retain
+    )
     cone = caption_cone(u, v, curv)  # one exterior-angle computation for both cone terms
     terms = {
-        "entail_retain": (lambda_ent0, retain_entailment_loss(u, v, is_forget, curv, cone=cone)),
+        "entail_retain": (
+            lambda_ent0,
+            retain_entailment_loss(u, v, is_forget, curv, cone=cone, is_retain=is_retain),
+        ),
         "pos_calib": (beta, bounded_positive_calibration(u, v, is_forget, curv, margin_d)),
         "entail_calib": (
             lambda_ec,
@@ -245,7 +261,7 @@ def hac_loss_from_embeddings(
             parent_cone_loss(u, parent_text, is_forget, curv, parent_policy, delta),
         )
     if u0 is not None and v0 is not None:
-        terms["norm_reg"] = (lambda_n, norm_regularization(u, v, u0, v0, is_forget))
+        terms["norm_reg"] = (lambda_n, norm_regularization(u, v, u0, v0, is_forget, is_retain))
     for name, (weight, value) in terms.items():
         loss = common.add_term(loss, weight, value)
         metrics[name] = value
@@ -284,10 +300,12 @@ def _validate(cfg: Any) -> None:
         lambda_n=10.0,
         lambda_nf=0.0,
         r_f=0.0,
+        wrong_positive="forget",  # the pool of negative calibration's wrong positives
         derangement="random",
         index_shift=1,
     ),
     needs_frozen_model=True,
+    needs_parent_prompts=True,
     needs_forget=True,
     geometries=("lorentz",),
     validate=_validate,
@@ -303,36 +321,39 @@ def hac_loss(
     cfg: Any,
     geometry: Geometry,
     step: Any = 0,
+    parent_prompt_tokens: Any = None,
 ) -> tuple[Array, dict[str, Array]]:
     """HAC on a MERU model: the registry signature (see :mod:`hac_jax.unlearning.registry`).
 
-    ``batch["parent_tokens"]`` (``(B, L)`` int32) is needed for the ``keep``/``push`` policies
-    (their embeddings get no gradient when ``cfg.parent_stop_gradient``); ``frozen_params`` (the
-    original model) when ``lambda_n != 0``.
+    The ``keep``/``push`` policies need ``parent_prompt_tokens`` (``(R, P, L)`` int32, bound by
+    the registry) and ``batch["parent"]`` (``(B,)``, each pair's row); the pooled parent
+    embeddings get no gradient when ``cfg.parent_stop_gradient``. ``frozen_params`` (the
+    original model) is needed when ``lambda_n != 0``.
     """
     del step
     if geometry.name != "lorentz":
         raise ValueError(f"HAC needs a MERU (lorentz) model, got geometry {geometry.name!r}")
     use_parent = cfg.parent_policy != "ignore" and cfg.lambda_parent != 0
-    if use_parent and "parent_tokens" not in batch:
+    if use_parent and (parent_prompt_tokens is None or "parent" not in batch):
         raise ValueError(
-            f"parent_policy={cfg.parent_policy!r} needs batch['parent_tokens'] (tokens of each "
-            "pair's parent concept); add them or set parent_policy='ignore'"
+            f"parent_policy={cfg.parent_policy!r} needs the parent prompts (bound tokens and "
+            "batch['parent'], each pair's row); add them or set parent_policy='ignore'"
         )
     if cfg.lambda_n != 0 and frozen_params is None:
         raise ValueError("lambda_n != 0 needs frozen_params (the original model's parameters)")
     out = model_outputs(model, params, batch)
-    is_forget = jnp.asarray(batch["is_forget"], bool)
-    perm, valid = derangement_from_cfg(is_forget, rng, cfg)
+    is_forget, is_retain = common.pair_masks(batch)
+    perm, valid = wrong_positives_from_cfg(batch, rng, cfg)
     parent_text = None
     if use_parent:
-        parent_text = model.apply(
-            {"params": params}, batch["parent_tokens"], project=True, method="encode_text"
+        parents = model.apply(
+            {"params": params}, parent_prompt_tokens, method="encode_prompt_ensembles"
         )
         if cfg.parent_stop_gradient:
             # The parent's cone is the reference the forget image is placed against; moving the
             # parent text instead would shift the cone of every retained sibling.
-            parent_text = jax.lax.stop_gradient(parent_text)
+            parents = jax.lax.stop_gradient(parents)
+        parent_text = parents[jnp.asarray(batch["parent"])]
     u0 = v0 = None
     if cfg.lambda_n != 0:
         frozen = model_outputs(model, frozen_params, batch)
@@ -346,6 +367,7 @@ def hac_loss(
         out["curv"],
         perm=perm,
         valid=valid,
+        is_retain=is_retain,
         alpha=cfg.alpha,
         beta=cfg.beta,
         margin_d=cfg.margin_d,

@@ -7,9 +7,12 @@
 2. starts from ``params0`` (or from a fresh initialisation for methods flagged ``reinit``, i.e.
    Retrain), placed on the mesh; ``params0`` itself is never updated and is passed to the loss as
    the frozen original model when the method asks for it (``needs_frozen_model``);
-3. draws mixed forget/retain batches (``make_mixed_loader``; the forget share defaults from the
-   method's flags), adds each pair's parent-concept tokens (``parent_tokens``, the first group
-   prompt of its group) for methods that calibrate against the parent;
+3. draws mixed forget/retain images (``make_mixed_loader``; the forget share defaults from the
+   method's flags) and gives each pair its role from its caption's level
+   (:func:`hac_jax.data.forget.pair_roles`: ``is_forget`` for captions that name a forgotten
+   concept, ``is_retain``; group-level captions of forget images are left out by default) and
+   its row in the parent prompts (``parent``; methods flagged ``needs_parent_prompts`` get the
+   prompts' tokens bound once);
 4. runs a jitted AdamW step (:mod:`hac_jax.training.optim`) with the shared step driver
    (:mod:`hac_jax.training.driver`), projecting the scalars with ``clamp_scalars`` after every
    update;
@@ -38,21 +41,42 @@ from hac_jax.files import write_text
 from hac_jax.training import optim, progress, sharding
 from hac_jax.unlearning.registry import Method, get_method
 
-__all__ = ["UnlearnResult", "default_forget_fraction", "make_unlearn_step", "unlearn"]
+__all__ = [
+    "UnlearnResult",
+    "default_forget_fraction",
+    "make_unlearn_step",
+    "run_passes",
+    "unlearn",
+]
 
-_BATCH_KEYS = ("image", "tokens", "label", "is_forget", "parent_tokens")
+_BATCH_KEYS = ("image", "tokens", "label", "group", "parent", "is_forget", "is_retain")
 _CONFIG_FILE = "unlearn_config.json"
 
 
 @dataclasses.dataclass
 class UnlearnResult:
     """Final parameters, the last step reached, wall seconds of this call (set-up, compile and
-    steps) and the logged records of this call."""
+    steps), the logged records of this call and the passes the run made (:func:`run_passes`)."""
 
     params: Any
     steps: int
     seconds: float
     history: list[dict[str, Any]]
+    passes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def run_passes(method: Method, steps: int, batch_size: int, num_prompts: int) -> dict[str, int]:
+    """Every forward and backward pass of ``steps`` steps, counted in examples: the trained
+    model's forward and backward over each batch, the frozen original's forward over each batch
+    (``needs_frozen_model``), and the parent prompts' text-only forward (``num_prompts`` a
+    step, ``needs_parent_prompts``). ``forward_examples`` sums the image-text forwards."""
+    frozen = steps * batch_size if method.needs_frozen_model else 0
+    return {
+        "forward_examples": steps * batch_size + frozen,
+        "backward_examples": steps * batch_size,
+        "frozen_forward_examples": frozen,
+        "prompt_text_forwards": steps * num_prompts if method.needs_parent_prompts else 0,
+    }
 
 
 def default_forget_fraction(method: Method) -> float:
@@ -63,25 +87,6 @@ def default_forget_fraction(method: Method) -> float:
     if not method.needs_retain:
         return 1.0
     return 0.5
-
-
-def _forget_ids(hierarchy: Any, forget_classes: Any) -> tuple[int, ...]:
-    if forget_classes is None or (
-        not isinstance(forget_classes, (str, int, np.integer)) and len(list(forget_classes)) == 0
-    ):
-        raise ValueError("the forget set is empty; name at least one concept to forget")
-    try:
-        ids = hierarchy.class_ids(forget_classes)
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"bad forget set {forget_classes!r}: {str(e).splitlines()[0]}") from None
-    if not ids:
-        raise ValueError(f"the forget set {forget_classes!r} covers no class")
-    if len(ids) == hierarchy.num_classes:
-        raise ValueError(
-            f"the forget set {forget_classes!r} covers all {hierarchy.num_classes} classes; "
-            "nothing would be retained"
-        )
-    return ids
 
 
 def _method_cfg(method: Method, method_cfg: Any) -> ml_collections.ConfigDict:
@@ -97,13 +102,16 @@ def _method_cfg(method: Method, method_cfg: Any) -> ml_collections.ConfigDict:
     )
 
 
-def _parent_token_table(data: Any, context_length: int) -> np.ndarray:
-    """``(num_groups, L)`` int32: tokens of the first group prompt of every group."""
-    from hac_jax.data.captions import group_prompts
+def _parent_prompt_tokens(hierarchy: Any, context_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(R, P, L)`` int32 tokens of the parent prompt ensembles and ``(num_classes,)`` each
+    class's row (:func:`hac_jax.data.captions.parent_prompts`)."""
+    from hac_jax.data.captions import parent_prompts
     from hac_jax.tokenizer import tokenize
 
-    prompts = [p[0] for p in group_prompts(data.hierarchy)]
-    return np.asarray(tokenize(prompts, context_length), dtype=np.int32)
+    prompts, rows = parent_prompts(hierarchy)
+    flat = [t for ensemble in prompts for t in ensemble]
+    tokens = np.asarray(tokenize(flat, context_length), dtype=np.int32)
+    return tokens.reshape(len(prompts), len(prompts[0]), -1), rows.astype(np.int32)
 
 
 def make_unlearn_step(loss: Any, model_cfg: Any, tx: optax.GradientTransformation, schedule: Any):
@@ -152,6 +160,7 @@ def unlearn(
     batch_size: int,
     lr: float,
     forget_fraction: float | None = None,
+    group_captions: str = "exclude",
     seed: int = 0,
     workdir: str | os.PathLike | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -170,13 +179,17 @@ def unlearn(
       model_cfg: their ``ModelConfig`` (its kind picks the geometry).
       data: a prepared ``HierDataset``.
       method: a registered method name (``hac_jax.unlearning.list_methods()``).
-      forget_classes: concepts to forget (class/group names or class ids).
+      forget_classes: concepts to forget (a :class:`hac_jax.data.ForgetSet`, class/group names
+        or class ids).
       method_cfg: the method's ``ConfigDict``, or a mapping of overrides of its defaults.
       steps: total unlearning steps (the learning-rate schedule spans them).
       batch_size: global batch size (divisible by the mesh's ``data`` axis).
       lr: peak learning rate of AdamW (constant by default, no weight decay).
       forget_fraction: share of forget pairs per batch (default from the method's flags, see
         :func:`default_forget_fraction`).
+      group_captions: what group- and root-level captions of forget images are
+        (:data:`hac_jax.data.GROUP_CAPTION_POLICIES`): ``"exclude"`` (in no loss term),
+        ``"retain"`` or ``"forget"``.
       seed: data order, the rng of the method and the re-initialisation (``reinit`` methods).
       workdir: checkpoint to / resume from ``<workdir>/checkpoints`` and log ``metrics.jsonl``
         (``None``: neither).
@@ -205,11 +218,21 @@ def unlearn(
     m = get_method(method)
     cfg = _method_cfg(m, method_cfg)
     geometry = model_cfg.geometry
+    from hac_jax import data as hdata
     from hac_jax.models import build_model, init_params
 
     model = build_model(model_cfg)
-    loss = m.bind(model=model, geometry=geometry, cfg=cfg)  # raises on a foreign geometry
-    forget_ids = _forget_ids(data.hierarchy, forget_classes)
+    forget = hdata.ForgetSet.of(data.hierarchy, forget_classes)
+    if group_captions not in hdata.GROUP_CAPTION_POLICIES:
+        raise ValueError(
+            f"group_captions must be one of {hdata.GROUP_CAPTION_POLICIES}, got {group_captions!r}"
+        )
+    parent_tokens, parent_rows = _parent_prompt_tokens(
+        data.hierarchy, model_cfg.text.context_length
+    )
+    loss = m.bind(  # raises on a foreign geometry
+        model=model, geometry=geometry, cfg=cfg, parent_prompt_tokens=parent_tokens
+    )
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -233,27 +256,25 @@ def unlearn(
             f"batch_size {batch_size} is not divisible by the data axis "
             f"({mesh.shape[sharding.DATA_AXIS]} devices)"
         )
-    from hac_jax import data as hdata
-
     loader = hdata.make_mixed_loader(
         data,
         split,
-        forget_classes=forget_ids,
+        forget_classes=forget.class_ids,
         batch_size=batch_size,
         forget_fraction=forget_fraction,
         seed=seed,
         context_length=model_cfg.text.context_length,
         image_size=model_cfg.vision.image_size,
     )
-    parents = _parent_token_table(data, model_cfg.text.context_length)
     opt_cfg = optim.meru_optim_config(lr=lr, warmup_steps=0, end_lr=lr, weight_decay=0.0)
     opt_cfg.update(dict(optim_overrides or {}))
     tx, schedule = optim.make_optimizer(opt_cfg, params0, steps)
     run_config = {
         "method": m.name,
         "method_cfg": cfg.to_dict(),
-        "forget_classes": list(forget_ids),
+        "forget_classes": list(forget.class_ids),
         "forget_fraction": float(forget_fraction),
+        "group_captions": group_captions,
         "steps": int(steps),
         "batch_size": int(batch_size),
         "lr": float(lr),
@@ -312,8 +333,11 @@ def unlearn(
         donate_argnums=0,
     )
 
-    def add_parents(batch):
-        batch["parent_tokens"] = parents[batch["group"]]
+    def add_roles(batch):
+        batch["is_forget"], batch["is_retain"] = hdata.pair_roles(
+            batch["is_forget"], batch["caption_level"], group_captions
+        )
+        batch["parent"] = parent_rows[batch["label"]]
         return batch
 
     def after_step(done, state):
@@ -339,12 +363,16 @@ def unlearn(
         ),
         ckpt=ckpt,
         ckpt_every=ckpt_every,
-        prepare=add_parents,
+        prepare=add_roles,
         after_step=after_step,
     )
+    done = max(start, end)
     return UnlearnResult(
         params=state["params"],
-        steps=max(start, end),
+        steps=done,
         seconds=time.perf_counter() - t0,
         history=history,
+        passes=run_passes(
+            m, done, batch_size, int(parent_tokens.shape[0] * parent_tokens.shape[1])
+        ),
     )

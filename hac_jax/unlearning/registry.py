@@ -15,15 +15,22 @@ The uniform loss signature:
 * ``params``: the trainable Flax parameters (the tree under ``"params"``);
 * ``frozen_params``: the original model's parameters (``None`` unless ``needs_frozen_model``);
 * ``batch``: ``{"image": (B,H,W,3) float, "tokens": (B,L) int32, "is_forget": (B,) bool,
-  "label": (B,) int32, ["parent_tokens": (B,L) int32]}``;
+  "is_retain": (B,) bool, "label": (B,) int32, "group": (B,) int32, "parent": (B,) int32}``
+  (``is_forget`` / ``is_retain``: the pairs' roles, a pair may be in neither, see
+  :func:`hac_jax.unlearning.common.pair_masks`; ``parent``: each pair's row in the parent
+  prompts);
 * ``rng``: a PRNG key for this step (or ``None`` when the method draws nothing);
 * ``model``: the linen module (``model.apply({"params": p}, images, tokens)`` returns
   ``{"image","text","logit_scale","curv"}``), ``cfg``: the method's ``ConfigDict``,
   ``geometry``: :data:`hac_jax.geometry.LORENTZ` or ``SPHERE``, ``step``: the unlearning step
   (a traced int is fine);
+* ``parent_prompt_tokens`` (only for methods flagged ``needs_parent_prompts``): ``(R, P, L)``
+  int32 tokens of the parent concepts' prompt ensembles
+  (:func:`hac_jax.data.captions.parent_prompts`), a constant of the run;
 * returns ``(loss, metrics)``: a scalar and a flat dict of scalars (``metrics["loss"]`` included).
 
 Flags tell the runner what a method needs: ``needs_frozen_model`` (pass the original parameters),
+``needs_parent_prompts`` (the parent prompt tokens),
 ``needs_forget`` / ``needs_retain`` (which pairs the batches must contain), ``reinit`` (start from
 a freshly initialised model), ``geometries`` (the geometries it is defined on).
 """
@@ -39,6 +46,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 import ml_collections
+import numpy as np
 
 from hac_jax.geometry import Geometry, get_geometry
 
@@ -87,6 +95,7 @@ class Method:
     geometries: tuple[str, ...] = _GEOMETRY_NAMES
     description: str = ""
     validate: Callable[[ml_collections.ConfigDict], None] | None = None
+    needs_parent_prompts: bool = False
 
     def config(self, **overrides: Any) -> ml_collections.ConfigDict:
         """A fresh, locked ``ConfigDict`` of the defaults with ``overrides`` applied.
@@ -119,10 +128,12 @@ class Method:
         model: Any,
         geometry: str | Geometry,
         cfg: ml_collections.ConfigDict | None = None,
+        parent_prompt_tokens: Any = None,
     ) -> Callable[..., tuple[Any, dict[str, Any]]]:
         """``loss(params, frozen_params, batch, rng, step=0) -> (loss, metrics)`` with the static
         arguments fixed; checks the config and the geometry first. Ready for ``jax.value_and_grad
-        (..., has_aux=True)`` and ``jit``."""
+        (..., has_aux=True)`` and ``jit``. ``parent_prompt_tokens``: ``(R, P, L)`` int32, passed on
+        to methods flagged ``needs_parent_prompts`` (see :func:`hac_jax.data.parent_prompts`)."""
         geometry = get_geometry(geometry)
         if geometry.name not in self.geometries:
             raise ValueError(
@@ -131,6 +142,15 @@ class Method:
             )
         cfg = self.config() if cfg is None else cfg
         self.check_config(cfg)
+        extra: dict[str, Any] = {}
+        if self.needs_parent_prompts:
+            # Absent tokens are the loss's to refuse (a setting may switch the parent term off).
+            tokens = parent_prompt_tokens
+            if tokens is not None and np.ndim(tokens) != 3:
+                raise ValueError(
+                    f"parent_prompt_tokens must be (R, P, L), got shape {np.shape(tokens)}"
+                )
+            extra["parent_prompt_tokens"] = None if tokens is None else np.asarray(tokens)
 
         def loss(params, frozen_params, batch, rng, step=0):
             return self.loss_fn(
@@ -142,6 +162,7 @@ class Method:
                 cfg=cfg,
                 geometry=geometry,
                 step=step,
+                **extra,
             )
 
         # Name and doc only: no __wrapped__, so signature-based tools (jit's static_argnames)
@@ -165,6 +186,7 @@ def register(
     geometries: tuple[str, ...] = _GEOMETRY_NAMES,
     description: str = "",
     validate: Callable[[ml_collections.ConfigDict], None] | None = None,
+    needs_parent_prompts: bool = False,
     replace: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Decorator registering a loss function under ``name`` (returns the function unchanged).
@@ -198,6 +220,7 @@ def register(
             geometries=tuple(geometries),
             description=description,
             validate=validate,
+            needs_parent_prompts=needs_parent_prompts,
         )
         # Check the defaults themselves before anything can use them.
         method.config()
