@@ -1,13 +1,16 @@
-"""Generated shapes set and user image folders, built through tfds (array_record)."""
+"""Generated shapes set and user image folders, built through tfds (array_record), and both
+through the data-set registry (``load_data``, ``stored_image_size``)."""
 
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from hac_jax.data import SHAPES, load_prepared, prepare_image_folder, prepare_shapes
-from hac_jax.data.image_folder import scan_image_folder
+from hac_jax.data import SHAPES, load_data, load_prepared, prepare_image_folder, prepare_shapes
+from hac_jax.data.datasets import stored_image_size
+from hac_jax.data.image_folder import DEFAULT_IMAGE_SIZE, scan_image_folder
 
 # ------------------------------------------------------------------------------------------------
 # Generated shapes
@@ -195,3 +198,59 @@ def test_unreadable_image_is_named_and_nothing_is_prepared(tmp_path):
         prepare_image_folder(root, tmp_path / "data", image_size=8)
     prepared = [d for d, _, files in os.walk(tmp_path / "data") if "dataset_info.json" in files]
     assert prepared == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the data-set registry (config.data blocks)
+# ------------------------------------------------------------------------------------------------
+
+
+def _data_cfg(**keys):
+    return ml_collections.ConfigDict(dict(val_fraction=0.0, **keys))
+
+
+def _stamps(path):
+    return {f: os.stat(os.path.join(path, f)).st_mtime_ns for f in sorted(os.listdir(path))}
+
+
+def test_an_image_folder_is_prepared_once_per_content(tmp_path):
+    root = _nested(tmp_path / "zoo", n=5)
+    cfg = _data_cfg(
+        name="image_folder", root=str(root), data_dir=str(tmp_path / "data"), image_size=12
+    )
+    assert stored_image_size(cfg) == 12
+    assert not (tmp_path / "data").exists()  # the size is known before anything is prepared
+    first = load_data(cfg)
+    assert first.image_shape == (12, 12, 3)
+    # 5 images per class, the default 20 % of each held out as test.
+    assert first.num_examples("train") == 12 and first.num_examples("test") == 3
+    stamps = _stamps(first.path)
+    again = load_data(cfg)
+    assert again.path == first.path and _stamps(first.path) == stamps
+    # Touching one file (same bytes, new modification time) counts as a change.
+    image = root / "animals" / "cat" / "img0.png"
+    mtime = os.stat(image).st_mtime_ns
+    os.utime(image, ns=(mtime, mtime + 10**9))
+    touched = load_data(cfg)
+    assert touched.path != first.path and _stamps(first.path) == stamps
+    cfg.test_fraction = 0.4
+    assert load_data(cfg).num_examples("test") == 6
+
+
+def test_stored_image_size_of_each_data_set(tmp_path):
+    root = _nested(tmp_path / "zoo", n=2)
+    folder = _data_cfg(name="image_folder", root=str(root), data_dir=str(tmp_path / "data"))
+    assert stored_image_size(folder) == DEFAULT_IMAGE_SIZE == load_data(folder).image_shape[0]
+    shapes = _data_cfg(
+        name="shapes",
+        data_dir=str(tmp_path / "data"),
+        shapes=dict(image_size=8, train_per_class=2, test_per_class=1, seed=0),
+    )
+    assert stored_image_size(shapes) == 8
+    prepared = _data_cfg(name="prepared", path=load_data(shapes).path)
+    assert stored_image_size(prepared) == 8
+    assert stored_image_size(_data_cfg(name="fashion_mnist")) == 28
+    with pytest.raises(ValueError, match="data.root is not set"):
+        stored_image_size(_data_cfg(name="image_folder", root=None))
+    with pytest.raises(ValueError, match="unknown data set 'nosuch'"):
+        stored_image_size(_data_cfg(name="nosuch"))

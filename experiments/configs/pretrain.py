@@ -7,12 +7,15 @@ Command line (``get_config`` argument after the colon: model name, then switches
         --workdir=/tmp/smoke --config.total_steps=20
 
 Switches: ``smoke`` shrinks everything to a seconds-long run (like big_vision's ``runlocal``);
-``data=shapes`` trains on the small generated hierarchical set instead of Fashion-MNIST.
+``data=shapes`` trains on the small generated hierarchical set instead of Fashion-MNIST. Your
+own images: ``--config.data.name=image_folder --config.data.root=DIR`` (layouts and options in
+``experiments/configs/common.py``).
 """
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from experiments.configs.common import data_config
 from hac_jax.config_utils import parse_arg
 from hac_jax.training import optim
 
@@ -42,12 +45,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # The model: kind, a named architecture (hac_jax.models.get_arch), then field overrides
     # (hac_jax.models.model_config). Every size is pinned here, so the measured default does not
-    # move when a named architecture changes: 28x28 images in 7-pixel patches (17 tokens), three
-    # blocks of width 64, a one-block text tower; a 15-minute CPU run then sees ~6 epochs.
+    # move when a named architecture changes: 7-pixel patches (Fashion-MNIST's 28x28 images give
+    # 17 tokens), three blocks of width 64, a one-block text tower; a 15-minute CPU run then sees
+    # ~6 epochs. The input size follows the data (the side of the stored images) unless
+    # image_size is set; a patch size that does not divide it is an error before any compute.
     config.model = ml_collections.ConfigDict(
         dict(
             kind=arg.model,
             arch="fmnist_s",
+            image_size=placeholder(int),
             patch_size=7,
             vision_width=64,
             vision_depth=3,
@@ -61,24 +67,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
 
-    config.data = ml_collections.ConfigDict(
-        dict(
-            name=arg.data,  # fashion_mnist | shapes | prepared
-            source_dir="/usr/share/datasets/fashion-mnist",  # Fashion-MNIST IDX files
-            data_dir=placeholder(str),  # prepared copies (default: $HAC_JAX_DATA_DIR or ~/.cache)
-            path=placeholder(str),  # name=prepared: a prepared tfds version directory
-            max_examples=placeholder(int),  # keep the first N records per split
-            caption_levels={"class": 0.6, "class_in_group": 0.2, "group": 0.2, "root": 0.0},
-            train_split="train",
-            # Per-class share of train held out as the validation split "val" (never trained
-            # on; every tuning choice and stopping rule reads it, the test split is for reports).
-            val_fraction=0.1,
-            val_seed=0,
-            exclude_classes="",  # comma-separated concepts left out (Retrain: the forget set)
-            test_split="test",
-            worker_count=0,
-            shapes=dict(image_size=32, train_per_class=64, test_per_class=16, seed=0),
-        )
+    # Where the data come from (experiments/configs/common.py), and what pretraining reads on top.
+    config.data = data_config(
+        arg.data,
+        smoke=arg.smoke,
+        smoke_shapes_test_per_class=8,
+        caption_levels={"class": 0.6, "class_in_group": 0.2, "group": 0.2, "root": 0.0},
+        train_split="train",
+        test_split="test",
+        exclude_classes="",  # comma-separated concepts left out (Retrain: the forget set)
+        worker_count=0,
     )
 
     # MERU's AdamW recipe; the masks are data (see hac_jax.training.optim.meru_optim_config).
@@ -88,6 +86,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict(dict(zero_shot=True, batch_size=500))
 
     if arg.data == "shapes":
+        # The generated shapes (32 px, 16 in smoke runs) are resized to 28 px, which 7-pixel
+        # patches divide.
+        config.model.image_size = 28
         config.total_steps = 300
         config.batch_size = 64
         config.optim.warmup_steps = 30
@@ -102,8 +103,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optim.warmup_steps = 2
         config.ckpt.every = 3
         config.eval.batch_size = 40
-        config.data.max_examples = 320 if arg.data == "fashion_mnist" else None
-        config.data.shapes.train_per_class = 16
-        config.data.shapes.test_per_class = 8
-        config.data.shapes.image_size = 16
     return config

@@ -14,6 +14,7 @@ but not itself reported), seed 0, evaluated after 25, 50, 100, 200 and 300 steps
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from experiments.configs.common import data_config
 from hac_jax.config_utils import parse_arg
 
 PRESETS = ("ac_clip", "hac_meru")
@@ -26,7 +27,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     if arg.preset not in PRESETS:
         raise ValueError(f"unknown preset {arg.preset!r}; choose from {PRESETS}")
-    from experiments.configs.unlearn import data_config
 
     config = ml_collections.ConfigDict()
     config.method = "ac" if arg.preset == "ac_clip" else "hac"
@@ -67,15 +67,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # mismatched ones ~1.3 on this model, so the bounded positive calibration needs a margin
         # beyond the mismatched distance to move a forget image off its caption.
         config.grid = {"lr": [1e-4, 3e-4], "margin_d": [2.0, 3.0], "beta": [1.0, 10.0]}
-    config.data = data_config(arg.data)
+    config.data = data_config(arg.data, smoke=arg.smoke)  # experiments/configs/common.py
     if arg.smoke:
         config.forget = "square" if arg.data == "shapes" else "sandal"
         config.eval_steps = [2, 4]
         config.batch_size = 8
         config.eval_batch_size = 32
         config.grid = {"lr": [1e-4], "alpha": [1.0]}
-        config.data.max_examples = 320 if arg.data == "fashion_mnist" else None
-        config.data.shapes.train_per_class = 16
-        config.data.shapes.test_per_class = 4
-        config.data.shapes.image_size = 16
     return config

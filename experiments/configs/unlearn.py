@@ -29,6 +29,7 @@ experiments that share a run (E1's HAC is E2's k = 1 and E3's full HAC) compute 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from experiments.configs.common import data_config
 from hac_jax.config_utils import parse_arg
 from hac_jax.report import HIERARCHY_COLUMNS
 
@@ -65,22 +66,6 @@ _METHODS = {
     ("main", "meru"): "retrain,hac,ac,ft,ga",
 }
 E2_FORGET = "sneaker;sneaker,trouser;sneaker,trouser,bag;sneaker,trouser,bag,pullover,dress"
-
-
-def data_config(name: str) -> ml_collections.ConfigDict:
-    """Where the unlearning data come from (shared by the unlearning and sweep configs)."""
-    return ml_collections.ConfigDict(
-        dict(
-            name=name,  # fashion_mnist | shapes | prepared
-            source_dir="/usr/share/datasets/fashion-mnist",
-            data_dir=placeholder(str),
-            path=placeholder(str),  # name=prepared: a prepared tfds version directory
-            max_examples=placeholder(int),
-            val_fraction=0.1,  # the validation split carved from train (as in pretraining)
-            val_seed=0,
-            shapes=dict(image_size=32, train_per_class=64, test_per_class=16, seed=0),
-        )
-    )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -123,7 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # report columns (comma-separated metric names; empty: hac_jax.report.DEFAULT_COLUMNS)
     config.report_columns = ",".join(HIERARCHY_COLUMNS) if arg.exp == "e4" else ""
     config.title = f"{arg.exp.upper()} unlearning on {arg.model.upper()}"
-    config.data = data_config(arg.data)
+    config.data = data_config(arg.data, smoke=arg.smoke)  # experiments/configs/common.py
     config.eval = ml_collections.ConfigDict(dict(batch_size=256))
     if arg.smoke:
         config.steps = 4
@@ -134,8 +119,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.retrain.dir = ""
         config.batch_size = 8
         config.eval.batch_size = 32
-        config.data.max_examples = 320 if arg.data == "fashion_mnist" else None
-        config.data.shapes.train_per_class = 16
-        config.data.shapes.test_per_class = 4
-        config.data.shapes.image_size = 16
     return config

@@ -8,10 +8,12 @@ Layouts (folder names are concept names):
   the splits; otherwise a deterministic ``test_fraction`` of each class's files (chosen by a hash
   of the file path) becomes the ``test`` split.
 
-Images are converted to RGB and resized to ``image_size`` x ``image_size`` (scaled so the shorter
-side fits, then centre-cropped, keeping the aspect ratio). Files with other extensions and hidden
-entries are ignored. An empty class folder, an unreadable image, mixed layouts or no classes at
-all raise a one-line error naming the path.
+Images are converted to RGB and resized to ``image_size`` x ``image_size`` (default
+:data:`DEFAULT_IMAGE_SIZE`; scaled so the shorter side fits, then centre-cropped, keeping the
+aspect ratio). Files with other extensions and hidden entries are ignored. An empty class
+folder, an unreadable image, mixed layouts or no classes at all raise a one-line error naming the
+path. A prepared copy is named by a digest of the listing (the folder, and every file's relative
+path, size and modification time), so a changed folder is prepared again, an unchanged one reused.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from hac_jax.data.base import (
 from hac_jax.data.hierarchy import Hierarchy
 
 __all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_TEST_FRACTION",
     "IMAGE_EXTENSIONS",
     "FolderLayout",
     "HierImageFolder",
@@ -49,6 +53,11 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "test", "validation")
+# Stored side in pixels unless asked otherwise: the default models' 28-px input, a 4x4 grid of
+# 7-px patches (experiments/configs/pretrain.py).
+DEFAULT_IMAGE_SIZE = 28
+# Share of each class held out as ``test`` when the folder has no split folders.
+DEFAULT_TEST_FRACTION = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +143,10 @@ def _hash_unit(text: str) -> float:
 
 
 def scan_image_folder(
-    root: str | os.PathLike, *, test_fraction: float = 0.2, root_name: str | None = None
+    root: str | os.PathLike,
+    *,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    root_name: str | None = None,
 ) -> FolderLayout:
     """Reads the folder structure (not the images) into a hierarchy and per-split file lists.
 
@@ -221,14 +233,14 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     """A scanned folder (``layout``) and the stored image size."""
 
     layout: FolderLayout | None = None
-    image_size: int = 64
+    image_size: int = DEFAULT_IMAGE_SIZE
 
 
 def image_folder_config(
     root: str | os.PathLike,
     *,
-    image_size: int = 64,
-    test_fraction: float = 0.2,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     root_name: str | None = None,
 ) -> ImageFolderConfig:
     """Scans ``root`` into an :class:`ImageFolderConfig` named after the folder, the size and a
@@ -281,8 +293,8 @@ def prepare_image_folder(
     root: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
     *,
-    image_size: int = 64,
-    test_fraction: float = 0.2,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     root_name: str | None = None,
     overwrite: bool = False,
 ) -> HierDataset:

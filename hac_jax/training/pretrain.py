@@ -76,10 +76,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def build_model_config(config: ml_collections.ConfigDict) -> Any:
-    """The ``ModelConfig`` of ``config.model`` (kind, named arch, overrides)."""
+    """The ``ModelConfig`` of ``config.model`` (kind, named arch, overrides); an unset
+    ``model.image_size`` follows the data (the side of the images ``config.data`` stores)."""
     from hac_jax import models
+    from hac_jax.data.datasets import stored_image_size
 
-    return models.model_config(**config.model.to_dict())
+    overrides = config.model.to_dict()
+    if overrides.get("image_size") is None:
+        overrides["image_size"] = stored_image_size(config.data)
+    return models.model_config(**overrides)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,17 +148,20 @@ def jit_train_step(job: Job, shardings: Any):
 
 # Config entries that do not change what a run computes: where it logs and how often, how it
 # checkpoints, what it evaluates afterwards, where files live (their content is fingerprinted
-# instead), and the class filter (recorded as the class ids it resolves to).
+# instead), and the class filter (recorded as the class ids it resolves to). The model's input
+# size, set or resolved from the data, is fingerprinted in the compiled init and step instead.
 NON_DETERMINING_KEYS = (
     "log_every",
     "ckpt",
     "eval",
     "distributed",
     "num_devices",
+    "model.image_size",
     "data.name",
     "data.data_dir",
     "data.source_dir",
     "data.path",
+    "data.root",
     "data.max_examples",
     "data.worker_count",
     "data.test_split",
