@@ -1,66 +1,55 @@
 """Evaluate a pretrained CLIP / MERU model: zero-shot classification (+ image-text retrieval).
 
-    python -m experiments.evaluate --pretrained=runs/meru/pretrained
-    python -m experiments.evaluate --pretrained=DIR --data=shapes --data_dir=/tmp/tfds
-    python -m experiments.evaluate --pretrained=DIR --retrieval_images=1000 --out=results.json
+    python -m experiments.evaluate --config=experiments/configs/evaluate.py \\
+        --config.pretrained=runs/meru_fmnist/pretrained
+    python -m experiments.evaluate --config=experiments/configs/evaluate.py:data=shapes \\
+        --config.pretrained=DIR --config.data.data_dir=/tmp/tfds
+    python -m experiments.evaluate --config=experiments/configs/evaluate.py \\
+        --config.pretrained=DIR --config.retrieval.images=1000 --out=results.json
 
-``--pretrained`` is a directory written by training or ``python -m checkpoints_convert`` (or a
-``.pth``). Zero-shot classification uses the data set's class prompt ensembles; retrieval (when
-``--retrieval_images`` > 0) uses the first N images of the split, each with
-``--captions_per_image`` captions drawn from the data set's caption templates. Prints MERU-style
-copy-paste result lines.
+``config.pretrained`` is a directory written by training or ``python -m checkpoints_convert`` (or
+a ``.pth``). Zero-shot classification uses the data set's class prompt ensembles; retrieval (when
+``config.retrieval.images`` > 0) uses the first N images of ``config.split``, each with
+``config.retrieval.captions_per_image`` captions drawn from the data set's caption templates.
+Prints MERU-style copy-paste result lines; ``--out`` also writes the results as JSON; ``--help``
+prints this text.
+
+Bad input (an unknown config key, an unset or missing model, an unknown data set or split, a
+non-positive size, a results file in a folder that does not exist) is reported in one line, with
+exit status 2, before anything is encoded.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 import sys
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--pretrained", required=True, help="converted directory or .pth file")
-    p.add_argument("--data", default="fashion_mnist", help="fashion_mnist | shapes | prepared")
-    p.add_argument("--source_dir", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--data_dir", default=None, help="where prepared data sets live")
-    p.add_argument("--path", default=None, help="--data=prepared: tfds version directory")
-    p.add_argument("--shapes_image_size", type=int, default=32, help="--data=shapes variant")
-    p.add_argument("--shapes_train_per_class", type=int, default=64)
-    p.add_argument("--shapes_test_per_class", type=int, default=16)
-    p.add_argument("--split", default="test")
-    p.add_argument("--batch_size", type=int, default=500)
-    p.add_argument("--retrieval_images", type=int, default=0)
-    p.add_argument("--captions_per_image", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    return p
+from hac_jax.config_utils import parse_command_line
+from hac_jax.files import write_json
 
 
-def _data_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        dict(
-            name=args.data,
-            source_dir=args.source_dir,
-            data_dir=args.data_dir,
-            path=args.path,
-            max_examples=None,
-            shapes=dict(
-                image_size=args.shapes_image_size,
-                train_per_class=args.shapes_train_per_class,
-                test_per_class=args.shapes_test_per_class,
-                seed=0,
-            ),
+def check_settings(config: ml_collections.ConfigDict, out: str) -> None:
+    """Raises a one-line ``ValueError`` for settings no evaluation can run with, or
+    ``FileNotFoundError`` when the folder of the results file ``out`` does not exist."""
+    if not config.pretrained:
+        raise ValueError("config.pretrained is not set; pass --config.pretrained=DIR_OR_PTH")
+    if config.batch_size <= 0:
+        raise ValueError(f"config.batch_size must be positive, got {config.batch_size}")
+    if config.retrieval.images < 0:
+        raise ValueError(f"config.retrieval.images must be >= 0, got {config.retrieval.images}")
+    if config.retrieval.captions_per_image <= 0:
+        raise ValueError(
+            "config.retrieval.captions_per_image must be positive, got "
+            f"{config.retrieval.captions_per_image}"
         )
-    )
+    if out and os.path.isdir(out):
+        raise ValueError(f"--out={out} is a directory; give the path of the JSON file")
+    if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise FileNotFoundError(f"the folder of --out={out} does not exist")
 
 
 def retrieval_set(loader, bank, n_images: int, captions_per_image: int, seed: int = 0):
@@ -90,7 +79,7 @@ def retrieval_set(loader, bank, n_images: int, captions_per_image: int, seed: in
     return {"image": images, "label": labels}, tokens, t2i, levels
 
 
-def retrieval_report(pre, data, loader, args) -> dict:
+def retrieval_report(pre, data, loader, config: ml_collections.ConfigDict) -> dict:
     """R@k with caption->image pairs as ground truth, and with every caption naming the
     image's concept counted as correct (template captions repeat across images)."""
     from hac_jax import data as hdata
@@ -100,7 +89,11 @@ def retrieval_report(pre, data, loader, args) -> dict:
     cfg = pre.config
     bank = hdata.CaptionBank(data.hierarchy, context_length=cfg.text.context_length)
     batch, tokens, t2i, levels = retrieval_set(
-        loader, bank, args.retrieval_images, args.captions_per_image, args.seed
+        loader,
+        bank,
+        config.retrieval.images,
+        config.retrieval.captions_per_image,
+        config.seed,
     )
     img, _ = encode.encode_images(pre.model, pre.params, [batch], keys=())
     txt = encode.encode_texts(pre.model, pre.params, tokens, project=True)
@@ -116,7 +109,7 @@ def retrieval_report(pre, data, loader, args) -> dict:
     }
     for name, recalls in out.items():
         print(
-            f"retrieval ({name}) {data.name}/{args.split} ({len(batch['label'])} images) | "
+            f"retrieval ({name}) {data.name}/{config.split} ({len(batch['label'])} images) | "
             + zero_shot.results_line(recalls)
         )
     return out
@@ -124,24 +117,29 @@ def retrieval_report(pre, data, loader, args) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad arguments or inputs)."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in (["--help"], ["-h"]):
+        print(__doc__)
+        return 0
     from hac_jax import data as hdata
     from hac_jax.eval import zero_shot
     from hac_jax.models import load_pretrained
 
     try:
-        pre = load_pretrained(args.pretrained)
-        data = hdata.load_data(_data_config(args))
-        if args.batch_size <= 0:
-            raise ValueError(f"--batch_size must be positive, got {args.batch_size}")
+        config, flags = parse_command_line(argv, required=(), out="")
+        check_settings(config, flags["out"])
+        pre = load_pretrained(config.pretrained)
+        data = hdata.load_data(config.data)
+        data.source(config.split)  # an unknown split is named here, with the known ones
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e).splitlines()[0] if str(e) else repr(e)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     cfg = pre.config
     loader = hdata.make_loader(
         data,
-        args.split,
-        batch_size=args.batch_size,
+        config.split,
+        batch_size=config.batch_size,
         shuffle=False,
         num_epochs=1,
         drop_remainder=False,
@@ -155,21 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         loader,
         hdata.class_prompts(data.hierarchy),
         class_names=list(data.hierarchy.classes),
-        batch_size=args.batch_size,
+        batch_size=config.batch_size,
     )
     results = {
         "zero_shot": dict(zs.metrics),
         "per_class_acc": dict(zip(zs.class_names, map(float, zs.per_class_acc), strict=True)),
     }
-    print(zs.line(f"zero-shot {data.name}/{args.split}"))
+    print(zs.line(f"zero-shot {data.name}/{config.split}"))
     print(
         "per-class: " + ", ".join(f"{n} {100 * a:.1f}" for n, a in results["per_class_acc"].items())
     )
-    if args.retrieval_images > 0:
-        results["retrieval"] = retrieval_report(pre, data, loader, args)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+    if config.retrieval.images > 0:
+        results["retrieval"] = retrieval_report(pre, data, loader, config)
+    if flags["out"]:
+        write_json(flags["out"], results, indent=2)
     return 0
 
 

@@ -13,6 +13,7 @@ from hac_jax import config_utils
 from hac_jax.training import progress
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "pretrain.py")
+EVALUATE_CONFIG = os.path.join(os.path.dirname(CONFIG), "evaluate.py")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,21 +359,15 @@ def test_evaluate_command_on_the_exported_model(data_dir, tmp_path_factory, tmp_
     _, result = _smoke_run("meru", data_dir, tmp_path_factory)
     out = tmp_path / "results.json"
     args = [
-        f"--pretrained={result.export_dir}",
-        "--data=shapes",
-        f"--data_dir={data_dir}",
-        "--batch_size=40",
-        "--retrieval_images=20",
+        f"--config={EVALUATE_CONFIG}:data=shapes,smoke",
+        f"--config.pretrained={result.export_dir}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.batch_size=40",
+        "--config.retrieval.images=20",
         f"--out={out}",
     ]
     # The smoke data set is the 16-pixel variant.
-    assert (
-        evaluate_cli.main(
-            args
-            + ["--shapes_image_size=16", "--shapes_train_per_class=16", "--shapes_test_per_class=8"]
-        )
-        == 0
-    )
+    assert evaluate_cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "zero-shot hier_shapes/test | macro_acc,top1:" in printed
     assert "retrieval (pairs) hier_shapes/test (20 images) | i2t_R@1," in printed
@@ -383,5 +378,50 @@ def test_evaluate_command_on_the_exported_model(data_dir, tmp_path_factory, tmp_
     assert set(pairs) == set(concept) == {f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)}
     # More captions count as correct by concept, so no recall can drop.
     assert all(concept[k] >= pairs[k] for k in pairs)
-    assert evaluate_cli.main(["--pretrained=/no/such/dir"]) == 2
+    assert (
+        evaluate_cli.main([f"--config={EVALUATE_CONFIG}", "--config.pretrained=/no/such/dir"]) == 2
+    )
     assert "not found" in capsys.readouterr().err
+    # Inputs found wrong only once the model and the data are open: still one line, no results.
+    out.unlink()
+    for bad, message in [
+        ("--config.split=validation", "has no split 'validation'; splits: ['train', 'test']"),
+        ("--config.data.name=imagenet", "unknown data set 'imagenet'"),
+    ]:
+        assert evaluate_cli.main([*args, bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_evaluate_command_help_shows_the_command_line(capsys):
+    from experiments import evaluate as evaluate_cli
+
+    assert evaluate_cli.main(["--help"]) == 0
+    assert "--config=experiments/configs/evaluate.py" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        ([], "missing required flag(s) --config"),
+        ([f"--config={EVALUATE_CONFIG}"], "config.pretrained is not set"),
+        ([f"--config={EVALUATE_CONFIG}:data=shapes,smok"], "unknown config word 'smok'"),
+        (["--config.retrieval.image=5"], "unknown config key 'retrieval.image'; did you mean"),
+        (["--config.batch_size=0"], "config.batch_size must be positive, got 0"),
+        (["--config.retrieval.images=-1"], "config.retrieval.images must be >= 0"),
+        (["--config.retrieval.captions_per_image=0"], "captions_per_image must be positive"),
+        (["--out=/no/such/dir/results.json"], "the folder of --out=/no/such/dir/results.json"),
+        (["--workdir=/tmp/x"], "unknown flag --workdir"),
+    ],
+)
+def test_evaluate_command_refuses_bad_input_before_loading_anything(argv, message, capsys):
+    from experiments import evaluate as evaluate_cli
+
+    if argv and not argv[0].startswith("--config="):
+        # A well-formed command up to the one bad setting; the model path is never opened.
+        argv = [f"--config={EVALUATE_CONFIG}", "--config.pretrained=/no/such/model", *argv]
+    assert evaluate_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "/no/such/model" not in err
