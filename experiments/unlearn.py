@@ -101,9 +101,24 @@ class Job:
     code: dict[str, str] = dataclasses.field(default_factory=dict)  # CODE part -> fingerprint
 
 
-def split_list(text: Any, sep: str = ",") -> list[str]:
-    """``"a, b,,c" -> ["a", "b", "c"]``."""
-    return [t.strip() for t in str(text or "").split(sep) if t.strip()]
+def split_list(value: Any, sep: str = ",") -> list[Any]:
+    """A config list as a list: a list or tuple as it is (empty text items dropped), text split
+    at ``sep``: ``"a, b,,c" -> ["a", "b", "c"]``."""
+    if isinstance(value, (list, tuple)):
+        return [v.strip() if isinstance(v, str) else v for v in value if v != ""]
+    return [t.strip() for t in str(value or "").split(sep) if t.strip()]
+
+
+def forget_sets_of(value: Any) -> list[list[str]]:
+    """``config.forget`` as forget sets: a list of lists of concepts, or text with ``;`` between
+    sets and ``,`` between concepts; empty sets dropped."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        sets = [split_list(value)]  # one set given as a flat list of concepts
+    elif isinstance(value, (list, tuple)):
+        sets = [split_list(s) for s in value]
+    else:
+        sets = [split_list(s) for s in str(value or "").split(";")]
+    return [[str(c) for c in s] for s in sets if s]
 
 
 def _plain(value: Any) -> Any:
@@ -178,14 +193,13 @@ def prepare(config: Any, workdir: str) -> Job:
     from hac_jax.unlearning import get_method
 
     rows = build_rows(config)
-    forget_sets = [split_list(s) for s in str(config.forget or "").split(";")]
-    forget_sets = [s for s in forget_sets if s]
+    forget_sets = forget_sets_of(config.forget)
     if not forget_sets:
         raise ValueError("the forget set is empty; set --config.forget=CONCEPT[,CONCEPT...]")
-    try:
-        seeds = [int(s) for s in split_list(config.seeds)]
-    except ValueError:
-        raise ValueError(f"seeds must be integers, got {config.seeds!r}") from None
+    seeds = split_list(config.seeds)
+    if not all(isinstance(s, int) and not isinstance(s, bool) or str(s).isdigit() for s in seeds):
+        raise ValueError(f"seeds must be integers, got {config.seeds!r}")
+    seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers, got {config.seeds!r}")
     if not config.pretrained:

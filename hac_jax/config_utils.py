@@ -26,6 +26,7 @@ __all__ = [
     "load_config",
     "parse_arg",
     "parse_command_line",
+    "parse_list",
     "to_dict",
 ]
 
@@ -93,6 +94,27 @@ def flatten_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[st
     return keys
 
 
+def _is_nested(current: Any) -> bool:
+    return bool(current) and all(isinstance(v, (list, tuple)) for v in current)
+
+
+def _literal(item: str) -> Any:
+    try:
+        return ast.literal_eval(item)
+    except (ValueError, SyntaxError):
+        return item
+
+
+def parse_list(text: str, *, nested: bool = False) -> list[Any]:
+    """A list from its command-line text: ``"0,1,2" -> [0, 1, 2]``, ``"ac, hac" -> ["ac",
+    "hac"]``; with ``nested``, ``;`` separates the inner lists: ``"sneaker;sneaker,bag" ->
+    [["sneaker"], ["sneaker", "bag"]]``. Items read as Python literals where they are one
+    (numbers), else as text; empty items are dropped."""
+    if nested:
+        return [parse_list(part) for part in text.split(";") if parse_list(part)]
+    return [_literal(item.strip()) for item in text.split(",") if item.strip()]
+
+
 def _parse_value(text: str, current: Any, key: str, field_type: type | None = None) -> Any:
     """``text`` typed like the existing value (or ``field_type`` for a ``None`` placeholder)."""
     kind = field_type if current is None and field_type is not None else type(current)
@@ -112,10 +134,12 @@ def _parse_value(text: str, current: Any, key: str, field_type: type | None = No
         if kind is str:
             return text
         if kind in (list, tuple):
-            value = ast.literal_eval(text)
-            if not isinstance(value, (list, tuple)):
-                raise ValueError("expected a list or tuple literal")
-            return kind(value)
+            if text.strip().startswith(("[", "(")):
+                value = ast.literal_eval(text)
+                if not isinstance(value, (list, tuple)):
+                    raise ValueError("expected a list or tuple literal")
+                return kind(value)
+            return kind(parse_list(text, nested=_is_nested(current)))
         if current is None:
             try:
                 return ast.literal_eval(text)

@@ -186,3 +186,44 @@ def test_check_from_the_command_line(folder):
     assert result.returncode == 1, result.stderr
     assert "\n+| clip / ac | 20.0 ± 10.0 | 82.0 ± 0.0 | 3 | 50 | 2.0 | 0.8% |" in result.stdout
     assert result.stderr == ""
+
+
+def test_a_sweep_table_renders_from_its_sweep_json(folder, capsys):
+    import json
+
+    point = {
+        "point": {"beta": 3.0},
+        "steps": 25,
+        "FA": 0.1,
+        "RA": 0.8,
+        "seconds": 4.0,
+        "mia_forget_nonmember": 0.7,
+        "mia_fit_balanced_acc": 0.55,
+        "cone_own_retain": 0.9,
+        "ks_forget_score": 0.125,
+    }
+    summary = {
+        "method": "hac",
+        "model": "meru",
+        "forget": ["sandal"],
+        "seed": 0,
+        "original": {"FA": 0.9, "RA": 0.85},
+        "retrain": {"FA": 0.05, "RA": 0.84},
+        "points": [point],
+        "chosen": point,
+        "reason": "the one point",
+    }
+    (folder / "sweep.json").write_text(json.dumps(summary))
+    path = folder / "SWEEP.md"
+    path.write_text(
+        "# Sweep\n\n<!-- generated: table=sweep results=sweep.json -->\n<!-- /generated -->\n"
+    )
+    assert report.main(["render", str(path)]) == 0
+    text = path.read_text()
+    assert (
+        "| beta=3 **(chosen)** | 25 | 10.00 | 80.00 | 70.00 | 55.00 | 90.00 | 0.125 | 4.0 |" in text
+    )
+    assert report.main(["check", str(path)]) == 0
+    path.write_text(text.replace("| 0.125 |", "| 0.120 |"))
+    assert report.main(["check", str(path)]) == 1
+    capsys.readouterr()

@@ -11,8 +11,9 @@ from hac_jax import models
 from hac_jax.models.pretrained import save_pretrained
 
 
-def _p(lr, steps, fa, ra):
-    return {"point": {"lr": lr}, "steps": steps, "FA": fa, "RA": ra}
+def _p(lr, steps, fa, ra, ks=None):
+    point = {"point": {"lr": lr}, "steps": steps, "FA": fa, "RA": ra}
+    return point if ks is None else {**point, "ks_forget_score": ks}
 
 
 def test_grid_points_is_the_product_in_order():
@@ -28,32 +29,28 @@ def test_grid_points_is_the_product_in_order():
 
 
 def test_select_follows_the_documented_rule():
+    retrain = {"FA": 0.10, "RA": 0.85}
+    tol = dict(ra_tolerance=0.02, fa_tolerance=0.02, ks_tolerance=0.01)
     pts = [
-        _p(1e-3, 50, 0.00, 0.70),  # forgets fully but loses the retain classes: inadmissible
-        _p(1e-4, 300, 0.02, 0.84),
-        _p(3e-4, 100, 0.025, 0.83),  # within fa_tolerance of the best and fewer steps
-        _p(1e-5, 100, 0.50, 0.85),
+        _p(1e-3, 50, 0.00, 0.70, ks=0.05),  # forgets but loses the retain classes: inadmissible
+        _p(1e-4, 300, 0.02, 0.84, ks=0.40),  # more forgotten than Retrain: far in KS
+        _p(3e-4, 100, 0.09, 0.83, ks=0.105),  # within ks_tolerance of the best, fewer steps
+        _p(1e-4, 200, 0.11, 0.85, ks=0.10),  # closest to Retrain's forget scores
+        _p(1e-5, 100, 0.50, 0.85, ks=0.02),  # forgets too little: inadmissible (FA > 0.12)
     ]
-    best, reason = sweep.select(
-        pts, ra_original=0.85, fa_target=0.0, ra_tolerance=0.02, fa_tolerance=0.01
-    )
+    best, reason = sweep.select(pts, reference=retrain, **tol)
     assert best == pts[2]
-    assert "3/4 points" in reason
-    # a tighter tolerance keeps only the closest FA
-    best, _ = sweep.select(
-        pts, ra_original=0.85, fa_target=0.0, ra_tolerance=0.02, fa_tolerance=0.001
-    )
-    assert best == pts[1]
-    # FA closest to a non-zero target (Retrain's FA), not the lowest
-    best, _ = sweep.select(
-        pts, ra_original=0.85, fa_target=0.5, ra_tolerance=0.02, fa_tolerance=0.0
-    )
+    assert "3/5 points" in reason and "KS" in reason
+    # a tighter tolerance keeps only the closest scores
+    best, _ = sweep.select(pts, reference=retrain, **{**tol, "ks_tolerance": 0.001})
     assert best == pts[3]
+    # without Retrain's scores: FA closest to the reference FA, not the lowest
+    no_ks = [{k: v for k, v in p.items() if k != "ks_forget_score"} for p in pts]
+    best, reason = sweep.select(no_ks, reference=retrain, **{**tol, "fa_tolerance": 0.02})
+    assert best == no_ks[2] and "|FA - 0.100|" in reason
     # nothing admissible: the highest RA, said so
-    best, reason = sweep.select(
-        pts, ra_original=0.99, fa_target=0.0, ra_tolerance=0.01, fa_tolerance=0.01
-    )
-    assert best == pts[3] and "no point" in reason
+    best, reason = sweep.select(pts, reference={"FA": 0.0, "RA": 0.99}, **tol)
+    assert best["RA"] == 0.85 and "no point" in reason
 
 
 def test_tiny_sweep_writes_summary_and_resumes(tmp_path, capsys, monkeypatch):

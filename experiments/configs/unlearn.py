@@ -11,16 +11,20 @@
 
 Experiments (docs/METHOD.md):
 
-* ``e1``: forget ``sneaker``; Retrain, AC (CLIP) / HAC + AC (MERU), FT, GA, NegGrad, l1-sparse.
-* ``e2``: k = 1, 2, 3, 5 concepts (nested sets starting at ``sneaker``); AC (CLIP) / HAC (MERU),
-  and HAC with 100 instead of 25 steps.
+* ``e1``: each of ``E1_FORGET`` (sneaker, trouser, dress, pullover, bag: one concept per group,
+  fixed before tuning); Retrain, AC (CLIP) / HAC + AC (MERU), FT, GA, NegGrad, l1-sparse.
+* ``e2``: k = 1, 2, 3, 5 concepts (nested sets starting at ``sneaker``); Retrain, AC (CLIP),
+  AC and HAC (MERU), every method with its one default (the same budget rule at every k).
 * ``e3``: HAC without each term (entailment calibration, norm regularization, positive),
   with negative calibration added back (the sweep chose alpha = 0), parent cone pushed instead
   of kept, and AC on MERU.
 * ``e4``: the hierarchy audit of AC vs HAC (keep / push) on ``sneaker``.
 * ``main``: E1's comparison with one seed and fewer baselines (the README main command).
 
-Every experiment uses seeds 0, 1, 2 (``main``: 0), the same for every row. AC's and HAC's
+Lists are lists (``config.methods``, ``config.seeds``, ``config.forget`` as a list of forget
+sets); on the command line ``--config.seeds=0,1`` and ``--config.forget="sneaker;sneaker,bag"``
+(``;`` separates forget sets). Every experiment uses seeds 0, 1, 2 (``main``: 0), the same for
+every row. AC's and HAC's
 settings come from the sweep documented in docs/SWEEP.md (``METHOD_OVERRIDES``); the baselines
 run with the common ``steps`` / ``lr`` and are not tuned. Runs are cached in ``cache_dir``, so
 experiments that share a run (E1's HAC is E2's k = 1 and E3's full HAC) compute it once.
@@ -50,22 +54,28 @@ VARIANTS = {
     # The sweep set alpha = 0 (no negative calibration); the ablation adds it back.
     "hac+neg": dict(method="hac", alpha=1.0),  # with negative calibration (alpha = 1)
     "hac-push": dict(method="hac", parent_policy="push"),  # the forgotten image leaves the parent
-    # E2: the single-concept budget (25 steps) does not remove several concepts; 4x the steps.
-    "hac-100": dict(method="hac", steps=100),
 }
 
 _METHODS = {
-    ("e1", "clip"): "retrain,ac,ft,ga,negrad,l1_sparse",
-    ("e1", "meru"): "retrain,hac,ac,ft,ga,negrad,l1_sparse",
-    ("e2", "clip"): "ac",
-    ("e2", "meru"): "hac,hac-100",
-    ("e3", "meru"): "hac,hac-ec,hac-norm,hac-pos,hac+neg,hac-push,ac",
-    ("e4", "clip"): "ac",
-    ("e4", "meru"): "hac,hac-push,ac",
-    ("main", "clip"): "retrain,ac,ft,ga",
-    ("main", "meru"): "retrain,hac,ac,ft,ga",
+    ("e1", "clip"): ["retrain", "ac", "ft", "ga", "negrad", "l1_sparse"],
+    ("e1", "meru"): ["retrain", "hac", "ac", "ft", "ga", "negrad", "l1_sparse"],
+    ("e2", "clip"): ["retrain", "ac"],
+    ("e2", "meru"): ["retrain", "hac", "ac"],
+    ("e3", "meru"): ["hac", "hac-ec", "hac-norm", "hac-pos", "hac+neg", "hac-push", "ac"],
+    ("e4", "clip"): ["ac"],
+    ("e4", "meru"): ["hac", "hac-push", "ac"],
+    ("main", "clip"): ["retrain", "ac", "ft", "ga"],
+    ("main", "meru"): ["retrain", "hac", "ac", "ft", "ga"],
 }
-E2_FORGET = "sneaker;sneaker,trouser;sneaker,trouser,bag;sneaker,trouser,bag,pullover,dress"
+# The reported concepts, fixed before tuning (the sweep tunes on sandal and coat, never these):
+# E1 one concept from each group; E2 nested sets of k = 1, 2, 3, 5.
+E1_FORGET = [["sneaker"], ["trouser"], ["dress"], ["pullover"], ["bag"]]
+E2_FORGET = [
+    ["sneaker"],
+    ["sneaker", "trouser"],
+    ["sneaker", "trouser", "bag"],
+    ["sneaker", "trouser", "bag", "pullover", "dress"],
+]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -91,9 +101,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = arg.model  # must match the kind of the pretrained model
     # a save_pretrained / converted directory or a .pth (default: the README's pretraining run)
     config.pretrained = f"runs/{arg.model}_fmnist/pretrained"
-    config.forget = E2_FORGET if arg.exp == "e2" else "sneaker"  # ";" separates forget sets
-    config.methods = _METHODS[(arg.exp, arg.model)]  # rows: methods, variants, retrain
-    config.seeds = "0" if arg.exp == "main" else "0,1,2"
+    # forget sets (lists of concepts); on the command line ";" separates sets, "," concepts
+    config.forget = {"e1": E1_FORGET, "e2": E2_FORGET}.get(arg.exp, [["sneaker"]])
+    config.methods = list(_METHODS[(arg.exp, arg.model)])  # rows: methods, variants, retrain
+    # group- and root-level captions of forget images: "exclude" (in no loss term), "retain"
+    # or "forget" (hac_jax.data.forget); the audits use class-level captions only
+    config.group_captions = "exclude"
+    config.seeds = [0] if arg.exp == "main" else [0, 1, 2]
     # Loop arguments of rows without their own (the baselines).
     config.steps = 100
     config.batch_size = 64
@@ -114,7 +128,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.steps = 4
         for over in config.method_overrides.values():
             over.steps = 4
-        config.seeds = "0"
+        config.seeds = [0]
         config.cache_dir = ""  # inside the workdir
         config.retrain.dir = ""
         config.batch_size = 8

@@ -31,6 +31,7 @@ from hac_jax.report.tables import (
     accuracy_by_k,
     aggregate,
     markdown_tables,
+    sweep_table,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "plot_norm_histograms",
     "read_results",
     "render_file",
+    "sweep_table",
     "write_report",
     "write_results",
 ]

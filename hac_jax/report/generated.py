@@ -21,9 +21,10 @@ comma-separated, with no spaces inside a value)::
     item  := "table=" KIND | "results=" list | "rows=" list | "columns=" list
            | "targets=" list | "metrics=" list | "values=" list | "reference=" ROW
 
-* ``table`` (required): ``main``, ``targets``, ``delta`` or ``distance`` (below).
+* ``table`` (required): ``main``, ``targets``, ``delta``, ``distance`` or ``sweep`` (below).
 * ``results`` (required): results files (:mod:`hac_jax.report.results`), relative to the
-  document's folder; runs are aggregated over seeds across all of them.
+  document's folder; runs are aggregated over seeds across all of them. ``table=sweep`` reads
+  one ``sweep.json`` of ``experiments/sweep.py`` instead.
 * ``rows``: which lines, in this order: ``MODEL/ROW`` (one model's row, e.g. ``meru/hac``) or
   ``ROW`` (that row of every model). Default: every row; the derived tables leave out
   ``original`` and ``retrain``.
@@ -46,7 +47,8 @@ target's metric, its difference to Retrain and whether it is met
 (:func:`~hac_jax.report.tables.targets_table`); ``delta``: per forget set each row's metric minus
 the reference row's, e.g. ΔRA (:func:`~hac_jax.report.tables.delta_table`); ``distance``: per
 (forget set, row) the distance of each metric to Retrain's
-(:func:`~hac_jax.report.tables.distance_table`).
+(:func:`~hac_jax.report.tables.distance_table`); ``sweep``: every measured point of a sweep and
+the chosen one (:func:`~hac_jax.report.tables.sweep_table`).
 
 A spec that does not parse, names a metric or row that none of its results hold, or a results
 file that is missing or malformed, is refused with a one-line error naming the block's line
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -75,6 +78,7 @@ from hac_jax.report.tables import (
     markdown_tables,
     metric_names,
     select_entries,
+    sweep_table,
     targets_table,
 )
 
@@ -158,6 +162,7 @@ class _Table:
     required: frozenset[str]
     optional: frozenset[str]
     render: Callable[[Mapping[str, str], list[dict]], str]
+    reads_sweep: bool = False  # renders one sweep.json, not aggregated results files
 
 
 _TABLES: dict[str, _Table] = {
@@ -167,6 +172,7 @@ _TABLES: dict[str, _Table] = {
         frozenset({"metrics"}), frozenset({"values", "reference", "rows"}), _render_delta
     ),
     "distance": _Table(frozenset(), frozenset({"metrics", "rows"}), _render_distance),
+    "sweep": _Table(frozenset(), frozenset(), lambda spec, summary: sweep_table(summary), True),
 }
 _COMMON_KEYS = frozenset({"table", "results"})
 
@@ -202,8 +208,19 @@ def render_spec(text: str, base_dir: str) -> str:
     Raises a one-line ``ValueError`` or ``FileNotFoundError`` for a spec that cannot render."""
     spec = _parse_spec(text)
     paths = [os.path.join(base_dir, p) for p in _items(spec["results"], "results")]
+    table = _TABLES[spec["table"]]
+    if table.reads_sweep:
+        if len(paths) != 1:
+            raise ValueError("table=sweep reads one sweep.json")
+        if not os.path.isfile(paths[0]):
+            raise FileNotFoundError(f"sweep file {paths[0]!r} does not exist")
+        with open(paths[0]) as f:
+            summary = json.load(f)
+        if not isinstance(summary, dict) or "points" not in summary or "chosen" not in summary:
+            raise ValueError(f"{paths[0]}: not a sweep.json of experiments/sweep.py")
+        return table.render(spec, summary)
     agg = aggregate(load_results(paths))
-    return _TABLES[spec["table"]].render(spec, agg)
+    return table.render(spec, agg)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,6 +43,7 @@ __all__ = [
     "column_glossary",
     "delta_table",
     "distance_table",
+    "sweep_table",
     "forget_label",
     "markdown_tables",
     "metric_names",
@@ -675,3 +676,49 @@ def column_glossary(columns: Sequence[str]) -> list[str]:
         name = "compute vs retrain" if c == "compute" else c
         lines.append(f"- **{name}**: {GLOSSARY[c]}")
     return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps (experiments/sweep.py's sweep.json)
+# ----------------------------------------------------------------------------------------------
+
+
+def _point_label(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def sweep_table(summary: Mapping[str, Any]) -> str:
+    """The sweep as a markdown table (validation figures, fractions in percent), chosen row
+    marked, with the original's and Retrain's figures on the same images."""
+    chosen = summary["chosen"]
+    ref = summary.get("retrain") or {}
+
+    def figures(m):
+        return ", ".join(f"{k} {_pct(m.get(k))}%" for k in ("FA", "RA", "mia_forget_nonmember"))
+
+    lines = [
+        f"Sweep of `{summary['method']}` on {summary['model']} forgetting "
+        f"{', '.join(summary['forget'])} (seed {summary['seed']}), validation split. Original: "
+        f"{figures(summary['original'])}; Retrain: {figures(ref) if ref else 'not given'}.",
+        "",
+        f"Chosen: {_point_label(chosen['point'])}, steps={chosen['steps']} "
+        f"(FA {_pct(chosen['FA'])}%, RA {_pct(chosen['RA'])}%). Rule: {summary['reason']}.",
+        "",
+        "| point | steps | FA % | RA % | MIA non-member % | MIA strength % | cone retain % "
+        "| forget-score KS | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in summary["points"]:
+        mark = " **(chosen)**" if p == chosen else ""
+        ks = p.get("ks_forget_score")
+        lines.append(
+            f"| {_point_label(p['point'])}{mark} | {p['steps']} | {_pct(p['FA'])} | "
+            f"{_pct(p['RA'])} | {_pct(p.get('mia_forget_nonmember'))} | "
+            f"{_pct(p.get('mia_fit_balanced_acc'))} | {_pct(p.get('cone_own_retain'))} | "
+            f"{'n/a' if ks is None else f'{ks:.3f}'} | {p['seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
