@@ -42,8 +42,8 @@ EXPERIMENTS = ("e1", "e2", "e3", "e4", "main")
 
 # The chosen settings of the sweep (docs/SWEEP.md); loop arguments (lr, steps) and method options.
 METHOD_OVERRIDES = {
-    "ac": dict(lr=1e-4, steps=50),
-    "hac": dict(lr=1e-4, steps=25),
+    "ac": dict(lr=1e-4, steps=25),
+    "hac": dict(lr=1e-4, steps=50),
 }
 
 # E3's ablations: a row name -> the method it runs and the options that differ.

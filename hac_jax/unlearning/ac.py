@@ -212,12 +212,14 @@ def _validate(cfg: Any) -> None:
 
 @register(
     "ac",
-    # alpha / beta from the documented sweep (docs/SWEEP.md); lr and steps live in the experiment
-    # config (experiments/configs/unlearn.py, METHOD_OVERRIDES).
+    # alpha / beta from the documented sweep on sandal against Retrain (docs/SWEEP.md,
+    # results/sweep_ac_clip.json); lr and steps live in the experiment config
+    # (experiments/configs/unlearn.py, METHOD_OVERRIDES).
     defaults=dict(
         alpha=0.0,
-        beta=10.0,
-        wrong_positive="forget",  # the pool of negative calibration's wrong positives
+        beta=3.0,
+        # the pool of negative calibration's wrong positives (inactive at alpha = 0)
+        wrong_positive="retain",
         derangement="random",
         index_shift=1,
         pos_reduction="fraction",

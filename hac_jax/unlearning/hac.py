@@ -285,12 +285,13 @@ def _validate(cfg: Any) -> None:
 
 @register(
     "hac",
-    # alpha, beta, margin_d and lambda_n from the documented sweep (docs/SWEEP.md); lr and steps
-    # live in the experiment config (experiments/configs/unlearn.py, METHOD_OVERRIDES).
+    # alpha, beta and margin_d from the documented sweep on sandal against Retrain
+    # (docs/SWEEP.md, results/sweep_hac_meru*.json); lr and steps live in the experiment config
+    # (experiments/configs/unlearn.py, METHOD_OVERRIDES).
     defaults=dict(
         alpha=0.0,
         beta=3.0,
-        margin_d=3.0,
+        margin_d=1.5,
         lambda_ent0=0.2,
         lambda_ec=1.0,
         delta=0.0,
@@ -300,7 +301,8 @@ def _validate(cfg: Any) -> None:
         lambda_n=10.0,
         lambda_nf=0.0,
         r_f=0.0,
-        wrong_positive="forget",  # the pool of negative calibration's wrong positives
+        # the pool of negative calibration's wrong positives (inactive at alpha = 0)
+        wrong_positive="retain",
         derangement="random",
         index_shift=1,
     ),
