@@ -541,7 +541,9 @@ def code_revision() -> str:
 def versus_retrain(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Forget quality against Retrain (docs/METHOD.md, Metrics), added to each run as
     ``vs_retrain`` where a Retrain run of the same forget set and seed exists: the KS distance
-    of the per-pair forget scores (``ks_forget_score``), the total-variation distance of where
+    of the per-pair forget scores (``ks_forget_score``: raw similarities, on each model's own
+    scale) and of the ranks of the true class (``ks_forget_rank``: the same scale for every
+    model), the total-variation distance of where
     the forgotten test images go (``tv_destination``). Returns the yardstick per forget set
     (``slug -> {"ks_forget_score", "tv_destination", "pairs"}``): the same distances between
     Retrain runs of different seeds, averaged over seed pairs (absent with one Retrain seed)."""
@@ -553,11 +555,13 @@ def versus_retrain(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     def arrays(run):
         with np.load(run["_arrays"]) as z:
-            return {k: z[k] for k in ("forget_train_score", "dest_top1_count")}
+            keys = ("forget_train_score", "forget_train_rank", "dest_top1_count")
+            return {k: z[k] for k in keys}
 
     def distances(a, b):
         return {
             "ks_forget_score": ks_distance(a["forget_train_score"], b["forget_train_score"]),
+            "ks_forget_rank": ks_distance(a["forget_train_rank"], b["forget_train_rank"]),
             "tv_destination": tv_distance(a["dest_top1_count"], b["dest_top1_count"]),
         }
 

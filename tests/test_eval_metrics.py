@@ -411,3 +411,17 @@ def test_tv_distance_known_answers():
         tv_distance([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="non-negative"):
         tv_distance([0, 0], [1, 1])
+
+
+def test_true_class_rank_known_answers():
+    from hac_jax.eval.metrics import ks_distance, true_class_rank
+
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.1, 0.7], [0.3, 0.3, 0.1]])
+    np.testing.assert_array_equal(true_class_rank(scores, [0, 0, 1]), [1, 2, 2])  # tie: against
+    # the same ranks on any scale: a model scoring 10x and shifted has the same distribution
+    assert (
+        ks_distance(true_class_rank(scores, [0, 0, 1]), true_class_rank(10 * scores - 3, [0, 0, 1]))
+        == 0.0
+    )
+    with pytest.raises(ValueError, match="labels"):
+        true_class_rank(scores, [0, 3, 1])

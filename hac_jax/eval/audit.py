@@ -35,6 +35,8 @@ Arrays (:data:`ARRAY_KEYS`, the npz keys of docs/DESIGN.md "Unlearning results")
 ``alignment_matrix`` ``(C, C)``, ``is_forget`` / ``labels`` ``(N,)`` of the test images,
 ``forget_train_score`` ``(N_f,)`` sim of each forget-train image with its class caption (the
 scores the MIA judges and :func:`hac_jax.eval.metrics.ks_distance` compares with Retrain's),
+``forget_train_rank`` ``(N_f,)`` the rank of its own class among all classes for the zero-shot
+classifier (1 = top; a forget score on the same scale for every model),
 ``dest_top1_count`` and ``concept_names`` ``(K,)`` and, MERU only, ``dist_origin_image`` /
 ``dist_origin_text`` ``(N,)``.
 """
@@ -587,12 +589,13 @@ def audit_embeddings(
     def class_scores(x: np.ndarray) -> np.ndarray:
         return pure.pairwise_similarity(x, emb.class_embs, geometry, curv)
 
+    forget_train_class_scores = class_scores(emb.forget_train_images)
     metrics.update(
         pure.forgetting_accuracies(
             class_scores(img),
             labels,
             forget_ids,
-            forget_train_scores=class_scores(emb.forget_train_images),
+            forget_train_scores=forget_train_class_scores,
             forget_train_labels=emb.forget_train_labels,
         )
     )
@@ -626,6 +629,9 @@ def audit_embeddings(
         "is_forget": is_forget,
         "labels": labels,
         "forget_train_score": np.asarray(forget_train_score, np.float64),
+        "forget_train_rank": pure.true_class_rank(
+            forget_train_class_scores, emb.forget_train_labels
+        ),
     }
 
     if has_cones:

@@ -51,6 +51,7 @@ __all__ = [
     "retrieval_metrics",
     "retrieval_recall",
     "to_jsonable",
+    "true_class_rank",
     "tv_distance",
 ]
 
@@ -685,6 +686,22 @@ def ks_distance(a: Any, b: Any) -> float:
     cdf_a = np.searchsorted(a, grid, side="right") / a.size
     cdf_b = np.searchsorted(b, grid, side="right") / b.size
     return float(np.max(np.abs(cdf_a - cdf_b)))
+
+
+def true_class_rank(scores: Any, labels: Any) -> np.ndarray:
+    """The rank of each sample's own class among all classes: ``(N, C)`` scores (higher =
+    closer), ``(N,)`` labels -> ``(N,)`` int64 in ``1..C`` (1 = top-1; ties count against the
+    true class). Unlike a raw similarity it means the same for every model, so its distribution
+    can be compared between an unlearned model and Retrain (:func:`ks_distance`)."""
+    scores = _as_2d("scores", scores)
+    labels = np.asarray(labels, np.int64)
+    if labels.shape != (scores.shape[0],):
+        raise ValueError(f"labels must be ({scores.shape[0]},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
+        raise ValueError(f"labels must be class ids in [0, {scores.shape[1]})")
+    own = scores[np.arange(labels.size), labels]
+    # the class itself and every class scoring at least as high
+    return np.sum(scores >= own[:, None], axis=1).astype(np.int64)
 
 
 def tv_distance(p: Any, q: Any) -> float:

@@ -53,6 +53,7 @@ ARRAY_KEYS: tuple[str, ...] = (
     "dest_top1_count",
     "concept_names",
     "forget_train_score",
+    "forget_train_rank",
 )
 """Keys of :attr:`hac_jax.eval.audit.ModelAudit.arrays` on both geometries."""
 

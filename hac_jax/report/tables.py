@@ -102,7 +102,11 @@ KS_FORGET = "ks_forget_score"
 Retrain with the same seed (each run's ``vs_retrain``), mean over seeds, beside the Retrain
 seed-to-seed yardstick (the results' ``retrain_yardstick``)."""
 
-VERSUS_RETRAIN = (KS_FORGET, "tv_destination")
+KS_RANK = "ks_forget_rank"
+"""Distance-table column: KS distance of the ranks of the true class among all classes for the
+forget-train images (a scale-free forget score), to Retrain with the same seed."""
+
+VERSUS_RETRAIN = (KS_FORGET, KS_RANK, "tv_destination")
 """Per-run distances to Retrain recorded by the runner (a run's ``vs_retrain``)."""
 
 DISTANCE_COLUMNS: tuple[str, ...] = (
@@ -110,6 +114,7 @@ DISTANCE_COLUMNS: tuple[str, ...] = (
     "RA",
     "mia_forget_nonmember",
     KS_FORGET,
+    KS_RANK,
     "align_gap_forget",
     "cone_own_retain",
     DESTINATION_TV,
@@ -640,6 +645,8 @@ def distance_table(
             header.append("destination TV")
         elif m == KS_FORGET:
             header += ["forget-score KS", "KS Retrain seeds"]
+        elif m == KS_RANK:
+            header += ["forget-rank KS", "rank KS Retrain seeds"]
         else:
             header.append(f"{m} vs Retrain (pts)" if is_fraction(m) else f"{m} vs Retrain")
     lines = []
@@ -650,8 +657,8 @@ def distance_table(
             distance = _distance(e, retrain, m)
             digits = 3 if m in (DESTINATION_TV, *VERSUS_RETRAIN) else _scale_and_digits(m)[1]
             cells.append(None if distance is None else f"{distance:.{digits}f}")
-            if m == KS_FORGET:
-                stick = e["yardstick"].get(KS_FORGET)
+            if m in (KS_FORGET, KS_RANK):
+                stick = e["yardstick"].get(m)
                 cells.append(None if stick is None else f"{stick:.3f}")
         lines.append(cells)
     header, lines = _drop_empty_columns(header, lines, labels=2)
