@@ -71,6 +71,7 @@ from hac_jax.report.tables import (
     COMPUTE,
     DESTINATION_TV,
     DISTANCE_COLUMNS,
+    VERSUS_RETRAIN,
     Target,
     aggregate,
     delta_table,
@@ -149,7 +150,7 @@ def _render_delta(spec: Mapping[str, str], agg: list[dict]) -> str:
 def _render_distance(spec: Mapping[str, str], agg: list[dict]) -> str:
     metrics = _items(spec["metrics"], "metrics") if "metrics" in spec else list(DISTANCE_COLUMNS)
     if "metrics" in spec:
-        _known_metrics(metrics, agg, "metrics", extra=[DESTINATION_TV])
+        _known_metrics(metrics, agg, "metrics", extra=[DESTINATION_TV, *VERSUS_RETRAIN])
     _needs_retrain(agg, "distance")
     rows = _items(spec["rows"], "rows") if "rows" in spec else None
     return distance_table(agg, metrics, rows)
