@@ -27,7 +27,6 @@ reported in one line with exit status 2 before any unlearning step runs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -270,19 +269,14 @@ def prepare(config: Any, workdir: str) -> Job:
 
 
 def model_fingerprint(params: Any, model_cfg: Any) -> str:
-    """SHA-256 over a model's config and parameter values (names, dtypes, shapes, bytes): the
-    same model keeps its cached runs however its files were written; a changed one gets new
-    runs."""
-    import jax
-    import numpy as np
+    """A model's fingerprint: its config and parameter values
+    (:func:`hac_jax.fingerprint.tree_fingerprint`), so the same model keeps its cached runs
+    however its files were written, and a changed one gets new runs."""
+    from hac_jax import fingerprint
 
-    h = hashlib.sha256(repr(model_cfg).encode())
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+    return fingerprint.combine(
+        {"config": repr(model_cfg), "params": fingerprint.tree_fingerprint(params)}
+    )
 
 
 def resolved_settings(job: Job, row: Row, forget_ids: Sequence[int], seed: int) -> dict:
