@@ -9,7 +9,7 @@ from hac_jax.report.generated import check_file
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("document", ["RESULTS.md", "docs/SWEEP.md"])
+@pytest.mark.parametrize("document", ["RESULTS.md", "docs/SWEEP.md", "BENCHMARKS.md"])
 def test_document_tables_regenerate_from_results(document):
     result, diff = check_file(ROOT / document)
     assert result.blocks > 0, f"{document} has no generated tables"
