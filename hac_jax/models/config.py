@@ -6,8 +6,22 @@ and ``TextConfig`` its towers. The released MERU / CLIP-baseline architectures (
 :func:`get_arch`, next to small architectures for Fashion-MNIST experiments and the ``tiny``
 architecture of the PyTorch reference fixtures.
 
-Configs only hold plain values (ints, floats, strings, tuples), so
+Configs only hold plain values (ints, floats, strings, tuples, ``None``), so
 ``dataclasses.asdict`` gives JSON and ``hac_jax.models.saved.config_from_dict`` reads it back.
+
+Accelerator switches of :class:`ModelConfig` (none changes the float32 results beyond the
+tolerances stated with it; tests/test_models_switches.py checks each):
+
+* ``dtype="bfloat16"`` (with ``param_dtype="float32"``): parameters stay float32, matmuls and
+  activations run in bfloat16, softmax, LayerNorm statistics and the geometry in float32;
+* ``attention="xla"`` / ``"cudnn"``: the towers' attention through
+  ``jax.nn.dot_product_attention`` (``"cudnn"``: its fused GPU kernel, bfloat16/float16 only);
+* ``remat="full"`` / ``"dots"``: every transformer block under ``nn.remat`` (recomputed in the
+  backward pass; ``"dots"`` keeps the weight matmuls' outputs).
+
+The two switches added after the first releases (``attention``, ``remat``) default to ``None``,
+which is today's computation; ``None`` fields are left out of a config's ``repr`` (which keys
+cached runs) as they are out of the settings fingerprints.
 """
 
 from __future__ import annotations
@@ -24,12 +38,14 @@ from hac_jax.geometry import Geometry, get_geometry
 
 __all__ = [
     "ARCH_NAMES",
+    "ATTENTION_IMPLS",
     "IMAGENET_PIXEL_MEAN",
     "IMAGENET_PIXEL_STD",
     "KINDS",
     "KIND_GEOMETRY",
     "LOGIT_SCALE_MAX",
     "ModelConfig",
+    "REMAT_POLICIES",
     "TextConfig",
     "VisionConfig",
     "arch_name",
@@ -48,6 +64,13 @@ IMAGENET_PIXEL_STD = (0.229, 0.224, 0.225)
 LOGIT_SCALE_MAX = 4.6052
 _PRECISIONS = ("default", "high", "highest")
 _DTYPES = ("float32", "float64", "bfloat16", "float16")
+# ModelConfig.attention: None = Flax's einsum attention (nn.dot_product_attention); the others
+# are `implementation` values of jax.nn.dot_product_attention.
+ATTENTION_IMPLS = ("xla", "cudnn")
+# ModelConfig.remat: the rematerialisation policy of every transformer block (jax.checkpoint
+# policy names; "full" saves nothing, "dots" the outputs of matmuls without batch dimensions,
+# i.e. of the weight matmuls, and recomputes attention, LayerNorm and GELU).
+REMAT_POLICIES = ("full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +158,7 @@ class TextConfig:
         return 4 * self.width if self.mlp_dim is None else self.mlp_dim
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class ModelConfig:
     """A CLIP or MERU two-tower model.
 
@@ -149,11 +172,26 @@ class ModelConfig:
       entail_weight: weight of MERU's entailment loss.
       pixel_mean, pixel_std: per-channel RGB normalisation of the [0, 1] images (inside the
         model).
-      dtype: computation dtype name (``"float32"``; ``"float64"`` needs ``jax_enable_x64``).
-        Projections onto the sphere/hyperboloid always run in at least float32.
+      dtype: computation dtype name (``"float32"``; ``"float64"`` needs ``jax_enable_x64``;
+        ``"bfloat16"`` with float32 ``param_dtype`` is mixed precision: float32 parameters cast
+        to bfloat16 where used, bfloat16 matmuls and activations, float32 softmax and LayerNorm
+        statistics; with ``attention=None`` Flax multiplies the float32 softmax weights with the
+        values in float32, with ``"xla"`` in bfloat16). Projections onto the sphere/hyperboloid
+        always run in at least float32. Tested tolerance of bfloat16 against float32 (a
+        random-initialised two-block model, tests/test_models_switches.py): embeddings within
+        2e-2 absolute, the loss within 1e-2 relative, the gradient within 0.1 relative (of its
+        global norm).
       param_dtype: dtype of freshly initialised parameters.
       precision: matmul precision, ``"default"`` | ``"high"`` | ``"highest"`` (accelerators may
         use reduced-precision float32 matmuls unless ``"highest"``).
+      attention: ``None`` (Flax's einsum attention) or an implementation of
+        ``jax.nn.dot_product_attention``: ``"xla"`` (any device) or ``"cudnn"`` (NVIDIA GPUs'
+        fused kernel; needs ``dtype`` bfloat16 or float16). In float32 ``"xla"`` agrees with
+        ``None`` to float32 rounding (the scale is applied to the logits, not to the queries).
+      remat: ``None`` (activations kept for the backward pass) or a policy of
+        :data:`REMAT_POLICIES`: every transformer block of both towers under ``nn.remat``, which
+        trades recomputation for activation memory (same outputs and gradients; parameter
+        names unchanged).
     """
 
     kind: str = "meru"
@@ -168,6 +206,8 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     precision: str = "default"
+    attention: str | None = None
+    remat: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -189,6 +229,27 @@ class ModelConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of {list(_DTYPES)}")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {list(_PRECISIONS)}")
+        if self.attention is not None and self.attention not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"attention {self.attention!r} is not None or one of {list(ATTENTION_IMPLS)}"
+            )
+        if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+            raise ValueError(
+                f"attention 'cudnn' needs dtype bfloat16 or float16 (cuDNN's fused attention has "
+                f"no {self.dtype} kernel); use attention='xla' for {self.dtype}"
+            )
+        if self.remat is not None and self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat {self.remat!r} is not None or one of {list(REMAT_POLICIES)}")
+
+    def __repr__(self) -> str:
+        # The dataclass repr without the fields that are None (unset switches), so a config that
+        # leaves the switches unset has the repr it had before they existed (run caches key on it).
+        fields = (
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.repr and getattr(self, f.name) is not None
+        )
+        return f"{type(self).__name__}({', '.join(fields)})"
 
     # -- derived values used by the modules ---------------------------------------------------
 
@@ -298,6 +359,8 @@ def model_config(kind: str = "meru", arch: str = "fmnist_s", **overrides: Any) -
     ``precision``, ...), tower fields with a ``vision_`` / ``text_`` prefix (``vision_depth=4``,
     ``text_width=256``), the unambiguous tower fields ``image_size``, ``patch_size``,
     ``context_length`` and ``vocab_size``, or ``vision=`` / ``text=`` dicts of tower fields.
+    An override whose value is ``None`` is not set (the field keeps the architecture's value), so
+    experiment configs can list switches as unset placeholders.
 
     Example: ``model_config("meru", "fmnist_s", context_length=24, vision_depth=4)``.
     """
@@ -307,8 +370,11 @@ def model_config(kind: str = "meru", arch: str = "fmnist_s", **overrides: Any) -
     top: dict[str, Any] = {"kind": kind, "embed_dim": embed_dim}
     unknown = []
     for key, value in overrides.items():
+        if value is None:
+            continue
         if key in ("vision", "text") and isinstance(value, Mapping):
-            (vision_kw if key == "vision" else text_kw).update(value)
+            tower_kw = vision_kw if key == "vision" else text_kw
+            tower_kw.update({k: v for k, v in value.items() if v is not None})
         elif key in _TOP_FIELDS:
             top[key] = value
         elif key in _SHORTCUTS:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from hac_jax.models.config import TextConfig
-from hac_jax.models.vit import FusedSelfAttention, Mlp, _layer_norm
+from hac_jax.models.vit import FusedSelfAttention, Mlp, _layer_norm, remat_block
 
 __all__ = ["ResidualAttentionBlock", "TextTransformer"]
 
@@ -25,7 +25,9 @@ __all__ = ["ResidualAttentionBlock", "TextTransformer"]
 class ResidualAttentionBlock(nn.Module):
     """One pre-LN causal block (``attn``: ``in_proj``/``out_proj``; ``mlp``: ``c_fc``/``c_proj``).
 
-    Shapes: ``(B, L, W)``, mask ``(1, 1, L, L)`` bool (True = attend) ``-> (B, L, W)``.
+    Shapes: ``(B, L, W)``, mask ``(B, 1, L, L)`` bool (True = attend) ``-> (B, L, W)``. With
+    ``attention`` set (:class:`~hac_jax.models.vit.FusedSelfAttention`) the mask is ``None`` and
+    the attention itself is causal.
     """
 
     heads: int
@@ -36,9 +38,10 @@ class ResidualAttentionBlock(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     precision: Any = None
+    attention: str | None = None
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array) -> Array:
+    def __call__(self, x: Array, mask: Array | None) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         x = x + FusedSelfAttention(
             self.heads,
@@ -46,6 +49,8 @@ class ResidualAttentionBlock(nn.Module):
             "out_proj",
             in_std=self.attn_std,
             out_std=self.proj_std,
+            attention=self.attention,
+            causal=self.attention is not None,
             name="attn",
             **kw,
         )(_layer_norm("ln_1", self.dtype, self.param_dtype)(x), mask)
@@ -65,12 +70,17 @@ class TextTransformer(nn.Module):
 
     Sows (collection ``"intermediates"``): ``text_tokens_in`` (token + position embeddings),
     ``text_block_N`` and ``text_ln_final``, all ``(B, L, W)`` (every position, padding included).
+
+    ``attention`` and ``remat``: ``ModelConfig.attention`` / ``ModelConfig.remat`` (the blocks'
+    attention implementation and rematerialisation policy).
     """
 
     config: TextConfig
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     precision: Any = None
+    attention: str | None = None
+    remat: str | None = None
 
     @nn.compact
     def __call__(self, tokens: Array) -> Array:
@@ -107,9 +117,11 @@ class TextTransformer(nn.Module):
         )
         x = embed(tokens) + posit[:length].astype(self.dtype)
         self.sow("intermediates", "text_tokens_in", x)
-        mask = nn.make_causal_mask(tokens, dtype=jnp.bool_)
+        # jax.nn.dot_product_attention applies the causal mask itself (is_causal).
+        mask = nn.make_causal_mask(tokens, dtype=jnp.bool_) if self.attention is None else None
+        block_cls = remat_block(ResidualAttentionBlock, self.remat)
         for i in range(cfg.depth):
-            x = ResidualAttentionBlock(
+            x = block_cls(
                 cfg.heads,
                 cfg.hidden_dim,
                 attn_std,
@@ -118,6 +130,7 @@ class TextTransformer(nn.Module):
                 self.dtype,
                 self.param_dtype,
                 self.precision,
+                self.attention,
                 name=f"resblocks_{i}",
             )(x, mask)
             self.sow("intermediates", f"text_block_{i}", x)

@@ -129,8 +129,9 @@ class _TwoTower(nn.Module):
     def setup(self) -> None:
         cfg = self.cfg
         kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, precision=cfg.lax_precision)
-        self.visual = VisionTransformer(cfg.vision, **kw)
-        self.textual = TextTransformer(cfg.text, **kw)
+        switches = dict(attention=cfg.attention, remat=cfg.remat)
+        self.visual = VisionTransformer(cfg.vision, **kw, **switches)
+        self.textual = TextTransformer(cfg.text, **kw, **switches)
         # MERU initialises the projections with std = input width ** -0.5.
         self.visual_proj = nn.Dense(
             cfg.embed_dim,

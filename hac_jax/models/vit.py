@@ -7,21 +7,34 @@ prepended -> ``pos_embed`` added (row 0 included; it is zero) -> pre-LN blocks
 (torch's default, which MERU's timm models use), GELU is the exact erf form, there is no dropout.
 Parameter names mirror timm's state-dict keys (``blocks_N/attn/qkv`` ...), so conversion is a
 rename plus transpose.
+
+Two accelerator switches reach the blocks (``ModelConfig.attention`` / ``ModelConfig.remat``):
+the attention implementation (:class:`FusedSelfAttention`) and rematerialisation of every block
+(:func:`remat_block`); their default ``None`` is the plain Flax computation.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from hac_jax.models.config import VisionConfig
+from hac_jax.models.config import REMAT_POLICIES, VisionConfig
 
-__all__ = ["Block", "FusedSelfAttention", "Mlp", "VisionTransformer", "sincos_pos_embed"]
+__all__ = [
+    "Block",
+    "FusedSelfAttention",
+    "Mlp",
+    "VisionTransformer",
+    "remat_block",
+    "sincos_pos_embed",
+]
 
 LN_EPS = 1e-5
 
@@ -87,12 +100,53 @@ def _layer_norm(name: str, dtype, param_dtype) -> nn.LayerNorm:
     )
 
 
+def remat_block(block_cls: type[nn.Module], policy: str | None) -> type[nn.Module]:
+    """``block_cls`` under ``nn.remat`` with the named policy (``ModelConfig.remat``:
+    ``"full"`` saves nothing of the block for the backward pass, ``"dots"`` the outputs of its
+    weight matmuls), or ``block_cls`` itself for ``None``. Parameter names do not change."""
+    if policy is None:
+        return block_cls
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"remat {policy!r} is not None or one of {list(REMAT_POLICIES)}")
+    saveable = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+    return nn.remat(block_cls, policy=saveable[policy])
+
+
+def _jax_attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array | None,
+    causal: bool,
+    implementation: str,
+    precision: jax.lax.Precision | None,
+) -> Array:
+    """``jax.nn.dot_product_attention`` with the module's matmul precision (it takes none of its
+    own, so a non-default one is set for the trace). Shapes: ``(B, N, heads, head_dim)`` q, k, v
+    (+ mask as in :class:`FusedSelfAttention`) ``-> (B, N, heads, head_dim)``."""
+    precision = None if precision is None else jax.lax.Precision(precision)
+    if precision is None or precision == jax.lax.Precision.DEFAULT:
+        context = contextlib.nullcontext()
+    else:
+        context = jax.default_matmul_precision(precision.name.lower())
+    with context:
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask, is_causal=causal, implementation=implementation
+        )
+
+
 class FusedSelfAttention(nn.Module):
     """Multi-head self-attention with one fused ``in`` projection (q | k | v along the last dim).
 
     The torch layouts (timm ``attn.qkv``, ``nn.MultiheadAttention.in_proj``) split the ``3W``
     outputs into q, k, v, then each into contiguous head chunks of ``W / heads``; this module
     does the same, so the fused kernel is the transposed torch weight.
+
+    ``attention``: ``None`` computes softmax(q k^T / sqrt(d)) v with Flax's
+    ``nn.dot_product_attention``; ``"xla"`` / ``"cudnn"`` with ``jax.nn.dot_product_attention``
+    of that implementation. ``causal``: each position attends only to itself and earlier ones
+    (``jax.nn.dot_product_attention``'s ``is_causal``, which lets cuDNN use its causal kernel);
+    it needs ``attention`` set (the Flax path takes a causal mask as ``mask`` instead).
 
     Shapes: ``(B, N, W)`` (+ optional boolean mask broadcastable to ``(B, heads, N, N)``, True =
     attend) ``-> (B, N, W)``.
@@ -106,6 +160,8 @@ class FusedSelfAttention(nn.Module):
     precision: Any = None
     in_std: float = 0.02
     out_std: float = 0.02
+    attention: str | None = None
+    causal: bool = False
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None = None) -> Array:
@@ -116,17 +172,23 @@ class FusedSelfAttention(nn.Module):
         )(x)
         qkv = qkv.reshape(b, n, 3, self.heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = nn.dot_product_attention(
-            q,
-            k,
-            v,
-            mask=mask,
-            dtype=self.dtype,
-            precision=self.precision,
-            deterministic=True,
-            # Softmax in float32 for half-precision compute (never a downcast of float64).
-            force_fp32_for_softmax=jnp.dtype(self.dtype).itemsize < 4,
-        )
+        if self.attention is None:
+            if self.causal:
+                raise ValueError("causal=True needs attention set; pass a causal mask instead")
+            out = nn.dot_product_attention(
+                q,
+                k,
+                v,
+                mask=mask,
+                dtype=self.dtype,
+                precision=self.precision,
+                deterministic=True,
+                # Softmax in float32 for half-precision compute (never a downcast of float64).
+                force_fp32_for_softmax=jnp.dtype(self.dtype).itemsize < 4,
+            )
+        else:
+            # jax.nn.dot_product_attention computes its logits and softmax in at least float32.
+            out = _jax_attention(q, k, v, mask, self.causal, self.attention, self.precision)
         out = out.reshape(b, n, width)
         return _dense(
             width, self.out_name, self.dtype, self.param_dtype, self.precision, self.out_std
@@ -163,20 +225,25 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """timm's pre-LN ViT block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
+    """timm's pre-LN ViT block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``.
+
+    ``attention``: the implementation of :class:`FusedSelfAttention`. Shapes: ``(B, N, D) ->
+    (B, N, D)``.
+    """
 
     heads: int
     hidden_dim: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     precision: Any = None
+    attention: str | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
-        x = x + FusedSelfAttention(self.heads, "qkv", "proj", name="attn", **kw)(
-            _layer_norm("norm1", self.dtype, self.param_dtype)(x)
-        )
+        x = x + FusedSelfAttention(
+            self.heads, "qkv", "proj", attention=self.attention, name="attn", **kw
+        )(_layer_norm("norm1", self.dtype, self.param_dtype)(x))
         return x + Mlp(self.hidden_dim, "fc1", "fc2", name="mlp", **kw)(
             _layer_norm("norm2", self.dtype, self.param_dtype)(x)
         )
@@ -198,12 +265,17 @@ class VisionTransformer(nn.Module):
     Sows (collection ``"intermediates"``): ``visual_tokens_in`` (input of block 0),
     ``visual_block_N`` (output of block N), ``visual_norm`` (after the final norm), all
     ``(B, 1 + G*G, D)``, and ``visual_pooled`` ``(B, D)``.
+
+    ``attention`` and ``remat``: ``ModelConfig.attention`` / ``ModelConfig.remat`` (the blocks'
+    attention implementation and rematerialisation policy).
     """
 
     config: VisionConfig
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     precision: Any = None
+    attention: str | None = None
+    remat: str | None = None
 
     @nn.compact
     def __call__(self, images: Array) -> Array:
@@ -230,13 +302,15 @@ class VisionTransformer(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, width)), x], axis=1)
         x = x + pos.astype(x.dtype)
         self.sow("intermediates", "visual_tokens_in", x)
+        block_cls = remat_block(Block, self.remat)
         for i in range(cfg.depth):
-            x = Block(
+            x = block_cls(
                 cfg.heads,
                 cfg.hidden_dim,
                 self.dtype,
                 self.param_dtype,
                 self.precision,
+                self.attention,
                 name=f"blocks_{i}",
             )(x)
             self.sow("intermediates", f"visual_block_{i}", x)
