@@ -108,10 +108,13 @@ def _pretrain_job(arch: str, batch: int, rules: list, model_fields: dict, workdi
     fields ``model_fields``; the small generated data set only serves ``prepare``'s checks (no
     batch is read)."""
     from experiments.configs.pretrain import get_config
+    from hac_jax.models import get_arch
     from hac_jax.training import pretrain
 
     config = get_config("meru,data=shapes")
-    config.model = {"kind": "meru", "arch": arch, **model_fields}
+    # The architecture's own image size, not the generated data's.
+    image_size = get_arch(arch).vision.image_size
+    config.model = {"kind": "meru", "arch": arch, "image_size": image_size, **model_fields}
     config.batch_size = batch
     config.sharding_rules = rules
     return pretrain.prepare(config, workdir)
