@@ -201,6 +201,18 @@ class _TwoTower(nn.Module):
         raw = self.textual_proj(self.textual(jnp.asarray(tokens)))
         return self._project(raw, "textual") if project else raw
 
+    def encode_prompt_ensembles(self, tokens: Array) -> Array:
+        """Prompt ensembles ``(C, P, L)`` tokens -> ``(C, E)`` embeddings, pooled as zero-shot
+        classifiers pool them (:meth:`hac_jax.geometry.Geometry.pool_prompts`); one text pass
+        over the ``C * P`` prompts."""
+        tokens = jnp.asarray(tokens)
+        if tokens.ndim != 3:
+            raise ValueError(f"prompt tokens must be (concepts, prompts, L), got {tokens.shape}")
+        concepts, prompts, length = tokens.shape
+        raw = self.encode_text(tokens.reshape(concepts * prompts, length), project=False)
+        raw = raw.astype(self._proj_dtype()).reshape(concepts, prompts, -1)
+        return self.geometry.pool_prompts(raw, self._feature_scale("textual"), self._curv())
+
     def logit_scale_value(self) -> Array:
         """``s = exp(min(logit_scale, 4.6052))``."""
         return jnp.exp(_clamp_at_use(self.logit_scale, None, LOGIT_SCALE_MAX))
