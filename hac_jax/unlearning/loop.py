@@ -164,6 +164,7 @@ def unlearn(
     seed: int = 0,
     workdir: str | os.PathLike | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    sharding_rules: Iterable[tuple[str, Any]] = (),
     log_every: int = 50,
     split: str = "train",
     optim_overrides: Mapping[str, Any] | None = None,
@@ -194,6 +195,9 @@ def unlearn(
       workdir: checkpoint to / resume from ``<workdir>/checkpoints`` and log ``metrics.jsonl``
         (``None``: neither).
       mesh: device mesh with a ``data`` axis (default: all devices on ``data``).
+      sharding_rules: ``(regex over "a/b/c" parameter names, PartitionSpec tuple)`` pairs for
+        the parameters and optimizer state (e.g. ``hac_jax.models.sharding_rules.get_rules(
+        "fsdp")``); the frozen original follows the parameters' shardings. Default: replicated.
       log_every: log a record every this many steps (and at the last).
       split: training split of ``data``.
       optim_overrides: fields of ``hac_jax.training.optim.meru_optim_config`` to override (e.g.
@@ -303,7 +307,7 @@ def unlearn(
     from hac_jax.training import checkpointing, driver
 
     state, shardings = driver.create_train_state(
-        model, model_cfg, tx, jax.random.PRNGKey(seed), mesh
+        model, model_cfg, tx, jax.random.PRNGKey(seed), mesh, tuple(sharding_rules)
     )
     start_params = init_params(model_cfg, jax.random.PRNGKey(seed)) if m.reinit else params0
     state["params"] = _copy_onto(start_params, shardings["params"])
