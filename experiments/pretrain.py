@@ -6,9 +6,11 @@ Examples::
     python -m experiments.pretrain --config=experiments/configs/pretrain.py:clip,smoke \\
         --workdir=/tmp/clip_smoke --config.total_steps=10 --config.optim.lr=3e-4
 
-Running it again with the same ``--workdir`` resumes from the newest checkpoint. Configuration
-errors (unknown key or model, missing data directory, ...) are reported in one line, with exit
-status 2, before anything is trained.
+Running it again with the same ``--workdir`` resumes from the newest checkpoint, also after the
+run was killed (SIGKILL included) at any moment. Configuration errors (unknown key or model,
+missing data directory, inconsistent process settings, ...) are reported in one line, with exit
+status 2, before anything is trained. Several JAX processes run the same command (README "Many
+hosts"); only process 0 prints and writes logs, reports and the export.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     enable_compilation_cache()
-    from hac_jax.training import pretrain
+    from hac_jax.training import pretrain, sharding
 
     try:
         config, flags = parse_command_line(argv, required=("workdir",), stop_after=0)
@@ -33,9 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = pretrain.run(job, stop_after=flags["stop_after"] or None)
-    print(f"[train] done: step {result.step}, workdir {job.workdir}", flush=True)
-    if result.export_dir:
-        print(f"[train] pretrained model: {result.export_dir}", flush=True)
+    if sharding.is_main_process():
+        print(f"[train] done: step {result.step}, workdir {job.workdir}", flush=True)
+        if result.export_dir:
+            print(f"[train] pretrained model: {result.export_dir}", flush=True)
     return 0
 
 

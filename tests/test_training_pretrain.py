@@ -269,6 +269,65 @@ def test_sharded_steps_equal_single_device(data_dir):
     np.testing.assert_allclose(runs["4 data x 2 model"], runs["1 device"], rtol=1e-5)
 
 
+def _lowered_step_text(job):
+    """StableHLO of ``job``'s train step on abstract state and batch (no compile)."""
+    from hac_jax.training import driver, pretrain
+
+    init_params, _ = driver.init_fns(job.model, job.model_cfg, job.tx)
+    params = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+    shardings = driver.state_shardings(params, job.tx, job.mesh)
+    state = {
+        "step": jax.ShapeDtypeStruct((), np.int32),
+        "params": params,
+        "opt_state": jax.eval_shape(job.tx.init, params),
+        "rng": jax.eval_shape(lambda r: jax.random.split(r)[1], jax.random.PRNGKey(0)),
+    }
+    first = job.loader[0]
+    batch = {
+        k: jax.ShapeDtypeStruct((job.config.batch_size, *first[k].shape[1:]), first[k].dtype)
+        for k in ("image", "tokens")
+    }
+    return pretrain.jit_train_step(job, shardings).lower(state, batch).as_text()
+
+
+def test_donate_switch_reuses_the_state_buffers_only(data_dir):
+    """``config.donate`` (default on) donates every state leaf to the step, which then deletes
+    the state passed in; off, nothing is donated. The computation is the same either way, and the
+    switch is not part of the settings fingerprint."""
+    import re
+
+    from hac_jax.training import driver, pretrain, sharding
+
+    config = _smoke_config("meru", data_dir)
+    assert config.donate is True
+    job = pretrain.prepare(config, "/nonexistent-unused")
+    donated = _lowered_step_text(job)
+    kept_config = config.copy_and_resolve_references()
+    kept_config.donate = False
+    kept = _lowered_step_text(pretrain.prepare(kept_config, "/nonexistent-unused"))
+    aliasing = re.compile(r", tf\.aliasing_output = \d+ : i32")
+    state, shardings = driver.create_train_state(
+        job.model, job.model_cfg, job.tx, jax.random.PRNGKey(0), job.mesh
+    )
+    assert len(aliasing.findall(donated)) == len(jax.tree.leaves(state))
+    assert not aliasing.findall(kept)
+    assert aliasing.sub("", donated) == kept
+    from hac_jax.fingerprint import settings_fingerprint
+
+    settings = [
+        settings_fingerprint(pretrain._without(c.to_dict(), pretrain.NON_DETERMINING_KEYS))
+        for c in (config, kept_config)
+    ]
+    assert settings[0] == settings[1]
+
+    batch = {k: job.loader[0][k] for k in ("image", "tokens")}
+    new_state, _ = pretrain.jit_train_step(job, shardings)(
+        state, sharding.global_batch(batch, job.mesh)
+    )
+    assert all(x.is_deleted() for x in jax.tree.leaves(state))
+    assert not any(x.is_deleted() for x in jax.tree.leaves(new_state))
+
+
 def test_clamp_projection_inside_the_train_step(data_dir):
     """Scalars pushed outside MERU's ranges come back exactly to the bounds after one step."""
     from hac_jax.models import scalar_bounds

@@ -94,10 +94,93 @@ def test_sharded_grad_equals_single_device():
         np.testing.assert_allclose(got[1][k], ref[1][k], rtol=1e-5, atol=1e-7)
 
 
+_PROCESS_ENV = (
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+    "SLURM_NTASKS",
+    "OMPI_COMM_WORLD_SIZE",
+)
+_TWO = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:8476", "JAX_NUM_PROCESSES": "2"}
+
+
 def test_distributed_auto_stays_single_process(monkeypatch):
-    for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    for var in _PROCESS_ENV:
         monkeypatch.delenv(var, raising=False)
     assert sharding.maybe_initialize_distributed("auto") is False
     assert sharding.maybe_initialize_distributed(False) is False
-    with pytest.raises(ValueError, match="distributed must be"):
+    assert sharding.maybe_initialize_distributed("off", num_processes=4, process_id=9) is False
+    with pytest.raises(ValueError, match="distributed mode must be"):
         sharding.maybe_initialize_distributed("yes")
+
+
+def test_process_layout_from_the_environment_and_the_config():
+    layout = sharding.process_layout(environ={**_TWO, "JAX_PROCESS_ID": "1"})
+    assert layout == sharding.ProcessLayout("10.0.0.1:8476", 2, 1)
+    # Config values win over the environment.
+    assert sharding.process_layout(
+        environ={**_TWO, "JAX_PROCESS_ID": "1"}, process_id=0, coordinator_address="h:1"
+    ) == sharding.ProcessLayout("h:1", 2, 0)
+    assert sharding.process_layout(
+        "on", coordinator_address="h:1", num_processes=1, environ={}
+    ) == sharding.ProcessLayout("h:1", 1, 0)
+    # Single process: nothing set, or explicitly off.
+    assert sharding.process_layout(environ={}) is None
+    assert sharding.process_layout("off", environ={**_TWO, "JAX_PROCESS_ID": "1"}) is None
+    # SLURM / Open MPI launches and "on" without settings: JAX's cluster detection fills in.
+    for environ in ({"SLURM_NTASKS": "4"}, {"OMPI_COMM_WORLD_SIZE": "2"}):
+        assert sharding.process_layout(environ=environ) == sharding.ProcessLayout(None, None, None)
+    assert sharding.process_layout("on", environ={}) == sharding.ProcessLayout(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "environ,config,message",
+    [
+        (
+            {**_TWO, "JAX_PROCESS_ID": "2"},
+            {},
+            "the process id must be in [0, 2) (JAX_NUM_PROCESSES=2), got JAX_PROCESS_ID=2",
+        ),
+        (
+            _TWO,
+            {"process_id": -1},
+            "the process id must be in [0, 2) (JAX_NUM_PROCESSES=2), got distributed.process_id=-1",
+        ),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:8476"},
+            {},
+            "JAX_COORDINATOR_ADDRESS=10.0.0.1:8476 but no process count: set JAX_NUM_PROCESSES",
+        ),
+        (
+            {"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+            {},
+            "JAX_NUM_PROCESSES=2 but no coordinator address: set JAX_COORDINATOR_ADDRESS",
+        ),
+        (_TWO, {}, "JAX_NUM_PROCESSES=2 but no process id: set JAX_PROCESS_ID"),
+        ({"JAX_PROCESS_ID": "1"}, {}, "JAX_PROCESS_ID=1 but no process count"),
+        ({**_TWO, "JAX_NUM_PROCESSES": "two"}, {}, "JAX_NUM_PROCESSES='two' is not an integer"),
+        (
+            {**_TWO, "JAX_NUM_PROCESSES": "0"},
+            {},
+            "the process count must be at least 1, got JAX_NUM_PROCESSES=0",
+        ),
+        (
+            {**_TWO, "JAX_COORDINATOR_ADDRESS": "10.0.0.1", "JAX_PROCESS_ID": "0"},
+            {},
+            "the coordinator address must be host:port, got JAX_COORDINATOR_ADDRESS=10.0.0.1",
+        ),
+    ],
+)
+def test_inconsistent_process_settings_are_one_line_errors(environ, config, message):
+    with pytest.raises(ValueError) as e:
+        sharding.process_layout(environ=environ, **config)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_joining_after_the_first_computation_is_refused():
+    """JAX has computed in this process (the tests above); joining others now cannot work."""
+    jax.numpy.zeros(1).block_until_ready()
+    with pytest.raises(RuntimeError, match="before JAX's first computation"):
+        sharding.maybe_initialize_distributed(
+            "on", coordinator_address="127.0.0.1:1", num_processes=2, process_id=0
+        )

@@ -35,7 +35,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.total_steps = 1500
     config.batch_size = 256  # global; split over hosts and the `data` mesh axis
     config.log_every = 50
-    config.distributed = "auto"  # jax.distributed.initialize(): True / False / "auto" (env)
+    # Several JAX processes (README "Many hosts"): joined when mode is "on", or "auto" and the
+    # settings or the environment show several (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI). Unset
+    # fields come from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+    config.distributed = ml_collections.ConfigDict(
+        dict(
+            mode="auto",  # auto | on | off
+            coordinator_address=placeholder(str),  # host:port of process 0
+            num_processes=placeholder(int),
+            process_id=placeholder(int),
+        )
+    )
+    config.donate = True  # the train step reuses the state's buffers for the new state
 
     # Mesh: (axis, size) pairs, -1 = the remaining devices. Add ("model", k) for large models
     # together with sharding_rules such as (".*/mlp/(fc1|c_fc)/kernel", (None, "model")).

@@ -215,7 +215,14 @@ def write_converted(
         raise
     try:
         host_params = jax.tree.map(np.asarray, jax.device_get(dict(params)))
-        checkpointer = ocp.StandardCheckpointer()
+        # Host arrays written by this process alone: in a multi-process run (where only process 0
+        # exports) orbax would otherwise wait for the other processes to join the save.
+        this_process = jax.process_index()
+        checkpointer = ocp.StandardCheckpointer(
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=this_process, active_processes={this_process}
+            )
+        )
         try:
             checkpointer.save(tmp / PARAMS_DIR, host_params)
             checkpointer.wait_until_finished()

@@ -1,9 +1,15 @@
 """Training checkpoints with orbax: periodic, keep-N, atomic, resumable.
 
 A checkpoint holds two items: ``state`` (a pytree of arrays: params, optimizer state, step, rng)
-saved with ``StandardSave`` and restored onto the shardings of a template, and ``meta`` (JSON: the
-data iterator position and anything else small). Orbax writes each step to a temporary directory
-and renames it when complete, so a crash never leaves a half-written step behind.
+saved with orbax's pytree handler and restored onto the shardings of a template, and ``meta``
+(JSON: the data iterator position and anything else small). Orbax writes each step to a
+temporary directory and renames it when complete, so a crash never leaves a half-written step
+behind; the temporary directories of saves that a killed run left unfinished are removed when
+the next run opens the directory.
+
+With several JAX processes every process saves and restores (each writes the shards it holds;
+process 0 writes ``meta``, which must be the same on every process) and the directory must be
+one that all of them see.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ class Checkpointer:
       save_every: save when ``step % save_every == 0`` (``save(..., force=True)`` always saves).
       keep: how many recent checkpoints to keep (``None``: all).
       async_save: write in a background thread (call :meth:`wait` before reading the files).
+      replica_parallel: split the writing of each replicated array between its replicas (orbax's
+        default on CPU and TPU). It compiles a slicing program per array shape at a process's
+        first save (seconds of CPU for a small model) and pays only for large replicated state
+        saved from several hosts; off, each shard is written by its first replica.
     """
 
     def __init__(
@@ -52,6 +62,7 @@ class Checkpointer:
         save_every: int,
         keep: int | None = 3,
         async_save: bool = True,
+        replica_parallel: bool = False,
     ):
         if save_every <= 0:
             raise ValueError(f"save_every must be positive, got {save_every}")
@@ -60,10 +71,19 @@ class Checkpointer:
             max_to_keep=keep,
             save_interval_steps=save_every,
             create=True,
+            cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save,
         )
+        arrays = ocp.type_handlers.ArrayHandler(use_replica_parallel=replica_parallel)
+        registry = ocp.type_handlers.create_type_handler_registry((jax.Array, arrays))
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
+            self.directory,
+            options=options,
+            item_names=("state", "meta"),
+            item_handlers={
+                "state": ocp.PyTreeCheckpointHandler(type_handler_registry=registry),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def latest_step(self) -> int | None:
@@ -80,7 +100,7 @@ class Checkpointer:
         """Saves ``state`` (pytree of arrays) and ``meta`` (JSON-able dict) at ``step`` when the
         interval says so (or ``force``). Returns whether a save started."""
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.PyTreeSave(state),
             meta=ocp.args.JsonSave(dict(meta or {})),
         )
         saved = self._manager.save(step, args=args, force=force)
@@ -96,11 +116,11 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        state_args = ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)
+        )
         restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-            ),
+            step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore())
         )
         return restored.state, dict(restored.meta or {})
 

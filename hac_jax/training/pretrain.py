@@ -11,8 +11,19 @@
    step, rng and the data iterator position), so an interrupted run continues exactly;
 4. trains with a jitted step (global batch sharded on ``data``; the scalar clamps are projected
    after every update), logging to stdout and ``<workdir>/metrics.jsonl``;
-5. saves the final parameters with the model config in ``<workdir>/pretrained`` (the format of
-   ``hac_jax.models.load_pretrained``) and prints a zero-shot report on the test split.
+5. prints a zero-shot report on the test split, then saves the final parameters with the model
+   config in ``<workdir>/pretrained`` (the format of ``hac_jax.models.load_pretrained``); the
+   export comes last and marks the run finished.
+
+A run killed at any moment (SIGKILL included) and started again with the same command ends as an
+uninterrupted one: every file is written whole or not at all (checkpoints by orbax, the rest by
+:mod:`hac_jax.files`), leftovers of interrupted writes are removed on the restart, and the
+metrics log is cut back to the checkpoint the run resumes from.
+
+The same command runs as several JAX processes (one per host, or several on one machine; see
+:func:`hac_jax.training.sharding.maybe_initialize_distributed` and the README's "Many hosts"):
+each reads its own share of every batch, all of them save and restore the checkpoints, and only
+process 0 writes the logs, the fingerprint, the report and the export.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import optax
 
 from hac_jax import data as hdata
 from hac_jax.eval import zero_shot
-from hac_jax.files import write_text
+from hac_jax.files import remove_leftovers, write_text
 from hac_jax.training import checkpointing, driver, optim, progress, sharding
 
 __all__ = [
@@ -136,25 +147,30 @@ def make_train_step(model: Any, model_cfg: Any, tx: optax.GradientTransformation
 
 
 def jit_train_step(job: Job, shardings: Any):
-    """The jitted :func:`make_train_step` of ``job``: state on ``shardings`` (donated), batch
-    split on ``data``, metrics replicated."""
+    """The jitted :func:`make_train_step` of ``job``: state on ``shardings``, batch split on
+    ``data``, metrics replicated. With ``config.donate`` (the default) the state's buffers are
+    donated to the new state, so a step holds one copy of parameters and optimizer state instead
+    of two, and the state passed in is deleted."""
     return jax.jit(
         make_train_step(job.model, job.model_cfg, job.tx, job.schedule),
         in_shardings=(shardings, sharding.batch_sharding(job.mesh)),
         out_shardings=(shardings, sharding.replicated(job.mesh)),
-        donate_argnums=0,
+        donate_argnums=0 if job.config.get("donate", True) else (),
     )
 
 
 # Config entries that do not change what a run computes: where it logs and how often, how it
-# checkpoints, what it evaluates afterwards, where files live (their content is fingerprinted
-# instead), and the class filter (recorded as the class ids it resolves to). The model's input
-# size, set or resolved from the data, is fingerprinted in the compiled init and step instead.
+# checkpoints, what it evaluates afterwards, how many processes share it, whether the step
+# reuses its input buffers (the step's program records that), where files live (their content
+# is fingerprinted instead), and the class filter (recorded as the class ids it resolves to). The
+# model's input size, set or resolved from the data, is fingerprinted in the compiled init and
+# step instead.
 NON_DETERMINING_KEYS = (
     "log_every",
     "ckpt",
     "eval",
     "distributed",
+    "donate",
     "num_devices",
     "model.image_size",
     "data.name",
@@ -186,7 +202,8 @@ def run_fingerprint(job: Job) -> dict[str, Any]:
     """What determines a pretraining run's result, each part fingerprinted
     (:mod:`hac_jax.fingerprint`): the settings (the config without
     :data:`NON_DETERMINING_KEYS`), the classes trained on, the data's content, the compiled
-    initialisation and train step (StableHLO) and the first batch. ``key`` hashes them all: equal
+    initialisation and train step (StableHLO) and the first global batch (as one process reads
+    it, so that every process of a run computes the same key). ``key`` hashes them all: equal
     keys mean the same computation on the same data."""
     from hac_jax import fingerprint as fp
 
@@ -196,7 +213,11 @@ def run_fingerprint(job: Job) -> dict[str, Any]:
     init_params, _ = driver.init_fns(job.model, job.model_cfg, job.tx)
     abstract = jax.eval_shape(init_params, init_rng)
     shardings = driver.state_shardings(abstract, job.tx, job.mesh, _sharding_rules(config))
-    first = job.loader[0]
+    if jax.process_count() == 1:
+        first = job.loader[0]
+    else:
+        whole = grain.sharding.NoSharding()
+        first = _train_loader(config, job.data, job.model_cfg, job.train_classes, whole)[0]
     abstract_state = {
         "step": jax.ShapeDtypeStruct((), jnp.int32),
         "params": abstract,
@@ -267,15 +288,20 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
     ``ValueError`` / ``FileNotFoundError`` with a one-line message, before training starts.
     """
     validate_config(config)
-    sharding.maybe_initialize_distributed(config.get("distributed", "auto"))
+    sharding.maybe_initialize_distributed(**_distributed_options(config))
     workdir = os.path.abspath(os.fspath(workdir))
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise NotADirectoryError(f"workdir {workdir!r} is a file")
     model_cfg = build_model_config(config)
-    data = hdata.load_data(config.data)
+    data = _load_data(config.data)
     n_dev = config.get("num_devices")
     if n_dev is not None and not 0 < n_dev <= jax.device_count():
         raise ValueError(f"num_devices must be in [1, {jax.device_count()}], got {n_dev}")
+    if n_dev is not None and n_dev != jax.device_count() and jax.process_count() > 1:
+        raise ValueError(
+            f"num_devices={n_dev} would leave processes without devices; with "
+            f"{jax.process_count()} processes every device takes part (leave num_devices unset)"
+        )
     mesh = sharding.make_mesh(
         [tuple(a) for a in config.mesh], jax.devices()[:n_dev] if n_dev else None
     )
@@ -288,17 +314,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
 
     model = build_model(model_cfg)
     train_classes = _train_classes(config.data, data.hierarchy)
-    loader = hdata.make_loader(
-        data,
-        config.data.train_split,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        classes=train_classes,
-        caption_levels=_level_weights(config.data),
-        context_length=model_cfg.text.context_length,
-        image_size=model_cfg.vision.image_size,  # resized only where the data differ
-        worker_count=config.data.get("worker_count", 0),
-    )
+    loader = _train_loader(config, data, model_cfg, train_classes)
     from hac_jax.models import param_shapes
 
     abstract = param_shapes(model_cfg)
@@ -309,8 +325,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
 
 
 def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
-    """Trains (resuming from the newest checkpoint of ``job.workdir``), then exports and
-    evaluates when ``config.total_steps`` is reached.
+    """Trains (resuming from the newest checkpoint of ``job.workdir``), then evaluates and
+    exports when ``config.total_steps`` is reached.
+
+    Every process of a multi-process run calls it; they return once the export is written.
 
     Args:
       job: from :func:`prepare`.
@@ -318,7 +336,7 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
         schedule still spans ``config.total_steps``.
     """
     config, workdir, mesh = job.config, job.workdir, job.mesh
-    is_main = jax.process_index() == 0
+    is_main = sharding.is_main_process()
     fingerprint = run_fingerprint(job)
     fp_path = os.path.join(workdir, FINGERPRINT_FILE)
     old = _read_json(fp_path)
@@ -326,11 +344,12 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
         if _exported_step(os.path.join(workdir, "pretrained")) == config.total_steps:
             # A finished run of other settings or code: keep it as it is (downstream caches key
             # on its parameters), and say so.
-            print(
-                f"[train] note: {workdir} holds a finished run computed differently "
-                f"({FINGERPRINT_FILE}: {_differing(old, fingerprint)}); kept as it is",
-                flush=True,
-            )
+            if is_main:
+                print(
+                    f"[train] note: {workdir} holds a finished run computed differently "
+                    f"({FINGERPRINT_FILE}: {_differing(old, fingerprint)}); kept as it is",
+                    flush=True,
+                )
             fingerprint = old
         else:
             raise ValueError(
@@ -340,6 +359,8 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
             )
     if is_main:
         os.makedirs(workdir, exist_ok=True)
+        # Temporary files and export folders that a killed run left half-written.
+        remove_leftovers(workdir, (".tmp_*", ".pretrained.tmp-*"))
         write_text(os.path.join(workdir, "config.json"), _config_json(config))
         write_text(fp_path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
     state, shardings = driver.create_train_state(
@@ -405,12 +426,15 @@ def run(job: Job, *, stop_after: int | None = None) -> TrainResult:
     )
     if end < config.total_steps:
         return result
-    if is_main:
-        result.export_dir = export_pretrained(state["params"], job.model_cfg, workdir, end)
+    # The export is written last: its presence marks a finished run, so a run killed during the
+    # evaluation evaluates again when restarted.
+    params = sharding.host_values(state["params"])
     if config.eval.zero_shot:
-        result.zero_shot = zero_shot_report(
-            job.model, state["params"], job.model_cfg, job.data, config, bar
-        )
+        result.zero_shot = zero_shot_report(job.model, params, job.model_cfg, job.data, config, bar)
+    if is_main:
+        export_pretrained(params, job.model_cfg, workdir, end)
+    sharding.sync_processes("pretrain: exported")
+    result.export_dir = export
     return result
 
 
@@ -424,6 +448,51 @@ def train(
     ``pretrained/``.
     """
     return run(prepare(config, workdir), stop_after=stop_after)
+
+
+def _train_loader(
+    config: ml_collections.ConfigDict,
+    data: hdata.HierDataset,
+    model_cfg: Any,
+    train_classes: tuple[int, ...] | None,
+    shard_options: grain.sharding.ShardOptions | None = None,
+) -> hdata.Loader:
+    """The training batches: this process's share of every global batch (by default), or whole
+    global batches with ``shard_options=grain.sharding.NoSharding()``."""
+    return hdata.make_loader(
+        data,
+        config.data.train_split,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        classes=train_classes,
+        caption_levels=_level_weights(config.data),
+        context_length=model_cfg.text.context_length,
+        image_size=model_cfg.vision.image_size,  # resized only where the data differ
+        shard_options=shard_options,
+        worker_count=config.data.get("worker_count", 0),
+    )
+
+
+def _load_data(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
+    """``hdata.load_data(cfg)``; with several processes process 0 prepares the data first and
+    the others then read its copy (on a shared disk) or prepare their own."""
+    if jax.process_count() == 1:
+        return hdata.load_data(cfg)
+    if sharding.is_main_process():
+        data = hdata.load_data(cfg)
+        sharding.sync_processes("pretrain: data prepared")
+        return data
+    sharding.sync_processes("pretrain: data prepared")
+    return hdata.load_data(cfg)
+
+
+def _distributed_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Keyword arguments of ``sharding.maybe_initialize_distributed`` from ``config.distributed``
+    (a group of mode / coordinator_address / num_processes / process_id, or a mode alone)."""
+    block = config.get("distributed", "auto")
+    if isinstance(block, ml_collections.ConfigDict):
+        return block.to_dict()
+    return {"mode": block}
 
 
 def _train_classes(cfg: ml_collections.ConfigDict, hierarchy: Any) -> tuple[int, ...] | None:

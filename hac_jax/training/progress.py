@@ -4,6 +4,11 @@ A tqdm bar when stderr is a terminal (and ``CI`` is unset); log lines to stdout 
 ``log_every`` steps in all cases; every logged record also appended as one JSON object per line to
 ``<workdir>/metrics.jsonl``. Only the main process (``jax.process_index() == 0``) writes.
 Throughput (images/s) is measured between log points, so compile time only affects the first one.
+
+A run that resumes from the checkpoint of step ``s`` (``initial_step=s``) starts by cutting
+``metrics.jsonl`` back to the records of steps up to ``s``: what an interrupted run logged after
+its last checkpoint (and its evaluation records, or a line cut short by a kill) is logged again
+by the resumed run, so the file ends as an uninterrupted run's would.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import numpy as np
+
+from hac_jax.files import write_text
 
 __all__ = ["Progress", "read_metrics"]
 
@@ -44,7 +51,8 @@ class Progress:
     Args:
       total_steps: the last step number.
       workdir: where ``metrics.jsonl`` goes (``None``: no file).
-      initial_step: the step the run starts from (resumed runs).
+      initial_step: the step the run starts from (resumed runs); ``metrics.jsonl`` keeps only
+        the records of steps up to it.
       log_every: log a line every this many steps (and at the last step).
       images_per_step: global batch size, for throughput.
       is_main: only the main process prints and writes.
@@ -70,6 +78,7 @@ class Progress:
         self.path = os.path.join(os.fspath(workdir), "metrics.jsonl") if workdir else None
         if self.path and is_main:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            _cut_back(self.path, initial_step)
         self._last_time = time.perf_counter()
         self._last_step = initial_step
         self._bar = None
@@ -132,6 +141,25 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _cut_back(path: str, step: int) -> None:
+    """Rewrites the JSON lines file ``path`` (atomically) with only its complete records whose
+    ``step`` is at most ``step``; records without a step (evaluations) are dropped too."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a run killed while writing it
+            continue
+        if isinstance(record, dict) and record.get("step", math.inf) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        write_text(path, "".join(kept))
 
 
 def read_metrics(workdir: str | os.PathLike, kind: str | None = None) -> list[dict[str, Any]]:
