@@ -218,8 +218,10 @@ def _validate(cfg: Any) -> None:
     defaults=dict(
         alpha=0.0,
         beta=3.0,
-        # the pool of negative calibration's wrong positives (inactive at alpha = 0)
-        wrong_positive="retain",
+        # the pool of negative calibration's wrong positives: AC's own derangement of the
+        # forget pairs (inactive at alpha = 0, the sweep's choice; "retain"/"sibling" draw
+        # captions of retained concepts instead)
+        wrong_positive="forget",
         derangement="random",
         index_shift=1,
         pos_reduction="fraction",
