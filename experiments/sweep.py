@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hac_jax.config_utils import enable_compilation_cache, parse_command_line
+from hac_jax.report.tables import point_label
 
 # Keys of a grid point that are arguments of the unlearning loop; all others configure the method.
 LOOP_KEYS = ("lr", "batch_size", "forget_fraction")
@@ -111,10 +112,6 @@ def select(
         f"{what} = {gap:.3f}; {len(near)} within {tolerance:.3f} of it; fewest steps, then "
         "smallest lr, then highest RA"
     )
-
-
-def _fmt_point(point: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
 # The validation figures of every measured point (sweep.json; the table is
@@ -224,7 +221,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
                 measured(audit, point=point, steps=step) | {"seconds": time.perf_counter() - t0}
             )
 
-        print(f"[sweep] point {i + 1}/{len(points)}: {_fmt_point(point)}", flush=True)
+        print(f"[sweep] point {i + 1}/{len(points)}: {point_label(point)}", flush=True)
         unlearn(
             pre.params,
             pre.config,
@@ -298,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
     print(
-        f"[sweep] chosen: {_fmt_point(summary['chosen']['point'])}, "
+        f"[sweep] chosen: {point_label(summary['chosen']['point'])}, "
         f"steps={summary['chosen']['steps']}",
         flush=True,
     )

@@ -22,7 +22,8 @@ BUILTIN = ("ac", "ft", "ga", "hac", "l1_sparse", "negrad", "retrain")
 
 class LinearTwoTower:
     """A stand-in with the model interface of docs/DESIGN.md: ``apply({"params": p}, images,
-    tokens)`` -> ``{"image","text","logit_scale","curv"}`` and ``method="encode_text"`` / ``"encode_prompt_ensembles"``."""
+    tokens)`` -> ``{"image","text","logit_scale","curv"}``, ``method="encode_text"`` and
+    ``method="encode_prompt_ensembles"``."""
 
     def __init__(self, kind: str):
         self.geometry = get_geometry(kind)

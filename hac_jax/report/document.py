@@ -7,13 +7,11 @@ half-written file behind; bad input raises (one line) before anything is written
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
+from hac_jax.eval.metrics import to_jsonable
 from hac_jax.files import write_text
 from hac_jax.report.plots import figures_for_results, plot_accuracy_vs_k
 from hac_jax.report.results import load_results
@@ -29,19 +27,6 @@ from hac_jax.report.tables import (
 )
 
 __all__ = ["write_report"]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, bool)) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    value = float(obj)
-    return value if math.isfinite(value) else None
 
 
 def _has_rows_to_compare(agg: Sequence[Mapping[str, Any]]) -> bool:
@@ -127,7 +112,7 @@ def write_report(
     json_path = write_text(
         os.path.join(out_dir, "report.json"),
         json.dumps(
-            _jsonable(
+            to_jsonable(
                 {
                     "title": title,
                     "results": [r["_source"] for r in results],

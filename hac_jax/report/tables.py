@@ -43,6 +43,7 @@ __all__ = [
     "column_glossary",
     "delta_table",
     "distance_table",
+    "point_label",
     "sweep_table",
     "forget_label",
     "markdown_tables",
@@ -690,7 +691,9 @@ def column_glossary(columns: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _point_label(point: Mapping[str, Any]) -> str:
+def point_label(point: Mapping[str, Any]) -> str:
+    """A sweep grid point as text: ``{"lr": 1e-4, "pool": "retain"}`` ->
+    ``"lr=0.0001, pool=retain"``."""
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
@@ -712,7 +715,7 @@ def sweep_table(summary: Mapping[str, Any]) -> str:
         f"{', '.join(summary['forget'])} (seed {summary['seed']}), validation split. Original: "
         f"{figures(summary['original'])}; Retrain: {figures(ref) if ref else 'not given'}.",
         "",
-        f"Chosen: {_point_label(chosen['point'])}, steps={chosen['steps']} "
+        f"Chosen: {point_label(chosen['point'])}, steps={chosen['steps']} "
         f"(FA {_pct(chosen['FA'])}%, RA {_pct(chosen['RA'])}%). Rule: {summary['reason']}.",
         "",
         "| point | steps | FA % | RA % | MIA non-member % | MIA strength % | cone retain % "
@@ -723,7 +726,7 @@ def sweep_table(summary: Mapping[str, Any]) -> str:
         mark = " **(chosen)**" if p == chosen else ""
         ks = p.get("ks_forget_score")
         lines.append(
-            f"| {_point_label(p['point'])}{mark} | {p['steps']} | {_pct(p['FA'])} | "
+            f"| {point_label(p['point'])}{mark} | {p['steps']} | {_pct(p['FA'])} | "
             f"{_pct(p['RA'])} | {_pct(p.get('mia_forget_nonmember'))} | "
             f"{_pct(p.get('mia_fit_balanced_acc'))} | {_pct(p.get('cone_own_retain'))} | "
             f"{'n/a' if ks is None else f'{ks:.3f}'} | {p['seconds']:.1f} |"
