@@ -59,6 +59,14 @@ def point_key(point: Mapping[str, Any]) -> str:
     return json.dumps(dict(point), sort_keys=True)
 
 
+# What step 2 of :func:`select` can minimise: a distance to Retrain and its name in the reason.
+SELECT_BY = {
+    "ks_forget_score": "forget-score KS",
+    "ks_forget_rank": "forget-rank KS",
+    "tv_destination": "destination TV",
+}
+
+
 def select(
     points: Sequence[Mapping[str, Any]],
     *,
@@ -66,15 +74,18 @@ def select(
     ra_tolerance: float,
     fa_tolerance: float,
     ks_tolerance: float,
+    select_by: str = "ks_forget_score",
 ) -> tuple[dict[str, Any], str]:
     """The documented choice among measured points (each ``{"point", "steps", "FA", "RA",
-    ["ks_forget_score"]}``, validation figures), against ``reference`` (Retrain's ``FA`` and
+    [distances to Retrain]}``, validation figures), against ``reference`` (Retrain's ``FA`` and
     ``RA`` on the same validation images; the original's RA and ``FA = 0`` without a Retrain):
 
     1. Admissible: ``RA >= RA_ref - ra_tolerance`` and ``FA <= FA_ref + fa_tolerance`` (what is
        retained stays, what is forgotten is forgotten at least as well as Retrain forgets it).
-    2. Among them, the smallest KS distance of the forget scores to Retrain's (the result looks
-       like Retrain, not more forgotten); without Retrain scores, the smallest ``|FA - FA_ref|``.
+    2. Among them, the smallest distance to Retrain named by ``select_by`` (:data:`SELECT_BY`:
+       the KS distance of the forget scores or of their ranks, or the TV distance of where the
+       forgotten images go; the result looks like Retrain, not more forgotten); without
+       Retrain figures, the smallest ``|FA - FA_ref|``.
     3. Among those within ``ks_tolerance`` (or ``fa_tolerance``) of that best: the fewest
        steps, then the smallest learning rate, then the highest RA.
 
@@ -83,6 +94,8 @@ def select(
     """
     if not points:
         raise ValueError("no measured points to select from")
+    if select_by not in SELECT_BY:
+        raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
     ra_min = reference["RA"] - ra_tolerance
     fa_max = reference["FA"] + fa_tolerance
     ok = [p for p in points if p["RA"] >= ra_min and p["FA"] <= fa_max]
@@ -91,13 +104,13 @@ def select(
         return dict(best), (
             f"no point keeps RA >= {ra_min:.3f} with FA <= {fa_max:.3f}; took the highest RA"
         )
-    with_ks = all(p.get("ks_forget_score") is not None for p in ok)
+    with_ks = all(p.get(select_by) is not None for p in ok)
     if with_ks:
 
         def distance(p):
-            return p["ks_forget_score"]
+            return p[select_by]
 
-        what, tolerance = "forget-score KS to Retrain", ks_tolerance
+        what, tolerance = f"{SELECT_BY[select_by]} to Retrain", ks_tolerance
     else:
 
         def distance(p):
@@ -120,8 +133,8 @@ MEASURED = ("FA", "RA", "mia_forget_nonmember", "mia_fit_balanced_acc", "cone_ow
 
 
 def _validation_audit(pre: Any, params: Any, data: Any, forget: Any, eval_bs: int) -> dict:
-    """The audit of ``params`` on the validation split: :data:`MEASURED` figures and the
-    per-pair forget scores (``forget_train_score``)."""
+    """The audit of ``params`` on the validation split: :data:`MEASURED` figures and the arrays
+    that are compared with Retrain's (``hac_jax.eval.metrics.REFERENCE_ARRAYS``)."""
     from hac_jax.eval.audit import audit_model
 
     audit = audit_model(
@@ -133,9 +146,11 @@ def _validation_audit(pre: Any, params: Any, data: Any, forget: Any, eval_bs: in
         batch_size=eval_bs,
         test_split="val",
     )
+    from hac_jax.eval.metrics import REFERENCE_ARRAYS
+
     return {
         **{k: audit.metrics[k] for k in MEASURED},
-        "forget_train_score": audit.arrays["forget_train_score"],
+        **{k: audit.arrays[k] for k in REFERENCE_ARRAYS},
     }
 
 
@@ -143,7 +158,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) the sweep; returns the summary written to ``sweep.json``."""
     from experiments.unlearn import split_list
     from hac_jax import data as hdata
-    from hac_jax.eval.metrics import ks_distance
+    from hac_jax.eval.metrics import distances_to_reference
     from hac_jax.files import write_text
     from hac_jax.models.pretrained import load_pretrained
     from hac_jax.unlearning import get_method
@@ -161,6 +176,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
             )
     for point in points:  # every value checked by the method's own validation, up front
         method.config(**{k: v for k, v in point.items() if k not in LOOP_KEYS})
+    select_by = str(config.get("select_by", "ks_forget_score"))
+    if select_by not in SELECT_BY:
+        raise ValueError(f"select_by must be one of {list(SELECT_BY)}, got {select_by!r}")
     eval_steps = sorted({int(s) for s in config.eval_steps})
     if not eval_steps or eval_steps[0] <= 0:
         raise ValueError(f"eval_steps must be positive step counts, got {config.eval_steps}")
@@ -193,9 +211,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     def measured(audit: dict, **extra: Any) -> dict:
         rec = {k: float(audit[k]) for k in MEASURED}
         if reference is not None:
-            rec["ks_forget_score"] = ks_distance(
-                audit["forget_train_score"], reference["forget_train_score"]
-            )
+            rec.update(distances_to_reference(audit, reference))
         return {**extra, **rec}
 
     log_path = os.path.join(workdir, "points.jsonl")
@@ -246,7 +262,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         for rec in records:
             print(
                 f"[sweep]   steps {rec['steps']:>4}: FA {100 * rec['FA']:.2f}%  "
-                f"RA {100 * rec['RA']:.2f}%  KS {rec.get('ks_forget_score', math.nan):.3f}",
+                f"RA {100 * rec['RA']:.2f}%  KS {rec.get('ks_forget_score', math.nan):.3f}  "
+                f"rank KS {rec.get('ks_forget_rank', math.nan):.3f}  "
+                f"TV {rec.get('tv_destination', math.nan):.3f}",
                 flush=True,
             )
     points_measured = [done[(point_key(p), s)] for p in points for s in eval_steps]
@@ -258,6 +276,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         ra_tolerance=float(config.ra_tolerance),
         fa_tolerance=float(config.fa_tolerance),
         ks_tolerance=float(config.ks_tolerance),
+        select_by=select_by,
     )
     summary = {
         "method": config.method,

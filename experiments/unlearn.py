@@ -545,19 +545,12 @@ def versus_retrain(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     import numpy as np
 
-    from hac_jax.eval.metrics import ks_distance, tv_distance
+    from hac_jax.eval.metrics import REFERENCE_ARRAYS
+    from hac_jax.eval.metrics import distances_to_reference as distances
 
     def arrays(run):
         with np.load(run["_arrays"]) as z:
-            keys = ("forget_train_score", "forget_train_rank", "dest_top1_count")
-            return {k: z[k] for k in keys}
-
-    def distances(a, b):
-        return {
-            "ks_forget_score": ks_distance(a["forget_train_score"], b["forget_train_score"]),
-            "ks_forget_rank": ks_distance(a["forget_train_rank"], b["forget_train_rank"]),
-            "tv_destination": tv_distance(a["dest_top1_count"], b["dest_top1_count"]),
-        }
+            return {k: z[k] for k in REFERENCE_ARRAYS}
 
     retrain = {(tuple(r["forget"]), r["seed"]): r for r in runs if r["method"] == "retrain"}
     loaded = {key: arrays(r) for key, r in retrain.items()}

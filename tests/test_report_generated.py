@@ -201,6 +201,7 @@ def test_a_sweep_table_renders_from_its_sweep_json(folder, capsys):
         "mia_fit_balanced_acc": 0.55,
         "cone_own_retain": 0.9,
         "ks_forget_score": 0.125,
+        "tv_destination": 0.25,
     }
     summary = {
         "method": "hac",
@@ -221,7 +222,8 @@ def test_a_sweep_table_renders_from_its_sweep_json(folder, capsys):
     assert report.main(["render", str(path)]) == 0
     text = path.read_text()
     assert (
-        "| beta=3 **(chosen)** | 25 | 10.00 | 80.00 | 70.00 | 55.00 | 90.00 | 0.125 | 4.0 |" in text
+        "| beta=3 **(chosen)** | 25 | 10.00 | 80.00 | 70.00 | 55.00 | 90.00 | 0.125 | n/a | 0.250 "
+        "| 4.0 |" in text
     )
     assert report.main(["check", str(path)]) == 0
     path.write_text(text.replace("| 0.125 |", "| 0.120 |"))

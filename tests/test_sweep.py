@@ -51,6 +51,12 @@ def test_select_follows_the_documented_rule():
     # nothing admissible: the highest RA, said so
     best, reason = sweep.select(pts, reference={"FA": 0.0, "RA": 0.99}, **tol)
     assert best["RA"] == 0.85 and "no point" in reason
+    # another distance to Retrain: the destination TV decides instead of the score KS
+    tv = [dict(p, tv_destination=t) for p, t in zip(pts, (0.0, 0.1, 0.5, 0.3, 0.0), strict=True)]
+    best, reason = sweep.select(tv, reference=retrain, **tol, select_by="tv_destination")
+    assert best == tv[1] and "destination TV" in reason
+    with pytest.raises(ValueError, match="select_by"):
+        sweep.select(pts, reference=retrain, **tol, select_by="FA")
 
 
 def test_tiny_sweep_writes_summary_and_resumes(tmp_path, capsys, monkeypatch):
@@ -90,6 +96,7 @@ def test_tiny_sweep_writes_summary_and_resumes(tmp_path, capsys, monkeypatch):
     [
         ("--config.grid.alpha=[-1.0]", "error: alpha must be a finite weight >= 0"),
         ("--config.eval_steps=[0]", "error: eval_steps must be positive"),
+        ("--config.select_by=FA", "error: select_by must be one of"),
     ],
 )
 def test_bad_sweep_fails_before_compute(tmp_path, capsys, override, needle):

@@ -394,6 +394,97 @@ def test_positive_calibration_decreases_matched_forget_similarity(geometry):
     np.testing.assert_array_equal(np.asarray(g)[[1, 3]], 0.0)  # retain pairs untouched
 
 
+def test_relative_excess_by_hand():
+    # rows: images; columns: captions. Pair 0 and 1 are forget pairs, 2 and 3 retain captions,
+    # column 4 is excluded (in neither set) and must not enter the reference.
+    sims = np.array(
+        [
+            [0.9, 0.0, 0.2, 0.4, 5.0],  # ref = (0.2 + 0.4) / 2 = 0.3 -> 0.9 - 0.3 + 0.1 = 0.7
+            [0.0, 0.1, 0.5, 0.3, 5.0],  # ref = 0.4 -> 0.1 - 0.4 + 0.1 < 0 -> 0
+            [0.0, 0.0, 0.8, 0.1, 5.0],  # retain row -> 0
+            [0.0, 0.0, 0.1, 0.8, 5.0],
+            [0.0, 0.0, 0.0, 0.0, 5.0],
+        ]
+    )
+    forget = np.array([True, True, False, False, False])
+    retain = np.array([False, False, True, True, False])
+    out = np.asarray(common.relative_excess(sims, forget, retain, 0.1))
+    np.testing.assert_allclose(out, [0.7, 0.0, 0.0, 0.0, 0.0], atol=1e-6)
+    # the reference is a constant: only the matched similarity of an active forget row moves
+    g = np.asarray(jax.grad(lambda s: common.relative_excess(s, forget, retain, 0.1).sum())(sims))
+    expected = np.zeros_like(sims)
+    expected[0, 0] = 1.0
+    np.testing.assert_array_equal(g, expected)
+    # no retain caption in the batch: nothing to be relative to, the term is 0
+    none = np.asarray(common.relative_excess(sims, forget, np.zeros(5, bool), 0.1))
+    np.testing.assert_array_equal(none, 0.0)
+
+
+@pytest.mark.parametrize("geometry", [SPHERE, LORENTZ])
+def test_relative_positive_calibration_matches_numpy_and_stops_at_the_retain_level(geometry):
+    rng = np.random.default_rng(8)
+    with jax.enable_x64(True):
+        n, c, margin = 6, 0.8, 0.05
+        if geometry is SPHERE:
+            u, v = unit(rng, n, 4), unit(rng, n, 4)
+            sim = u @ v.T
+        else:
+            u, v = rng.normal(size=(n, 4)) * 0.6, rng.normal(size=(n, 4)) * 0.6
+            sim = -np_lorentz_dist(u, v, c)
+        is_forget = np.array([True, False, True, False, False, True])
+        retain = ~is_forget
+        ref = np.array(
+            [
+                max(0.0, sim[i, i] - sim[i, retain].mean() + margin) if is_forget[i] else 0.0
+                for i in range(n)
+            ]
+        )
+        for reduction, scale in (("fraction", 3 / n), ("mean", 1.0)):
+            got = ac.positive_calibration(
+                u, v, is_forget, c, geometry, reduction, target="relative", margin=margin
+            )
+            np.testing.assert_allclose(got, ref[is_forget].mean() * scale, rtol=1e-10)
+        if geometry is LORENTZ:
+            common_kw = dict(
+                perm=np.arange(n),
+                alpha=0.0,
+                beta=1.0,
+                lambda_ent0=0.0,
+                lambda_ec=0.0,
+                lambda_n=0.0,
+                pos_margin=margin,
+            )
+            _, m = hac.hac_loss_from_embeddings(
+                u, v, is_forget, 1.0, c, pos_target="relative", **common_kw
+            )
+            np.testing.assert_allclose(m["pos_calib"], ref[is_forget].mean(), rtol=1e-10)
+    # a forget caption already far below the retained captions gets no push (unlike "absolute")
+    u = jnp.asarray(np.eye(3))
+    v = jnp.asarray(np.array([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    forget = jnp.array([True, False, False])
+    for target, moves in (("absolute", True), ("relative", False)):
+        g = jax.grad(ac.positive_calibration)(u, v, forget, 1.0, SPHERE, target=target)
+        assert bool(np.any(np.asarray(g) != 0)) == moves
+
+
+def test_positive_targets_are_validated():
+    with pytest.raises(ValueError, match="pos_target"):
+        ac.positive_calibration(
+            np.eye(2), np.eye(2), np.array([True, False]), 1.0, SPHERE, target="nope"
+        )
+    with pytest.raises(ValueError, match="pos_target"):
+        hac.hac_loss_from_embeddings(
+            np.eye(2),
+            np.eye(2),
+            np.array([True, False]),
+            1.0,
+            1.0,
+            perm=np.arange(2),
+            lambda_n=0.0,
+            pos_target="absolute",
+        )
+
+
 def test_ac_zero_weights_remove_terms_and_their_gradients():
     rng = np.random.default_rng(7)
     u, v = jnp.asarray(unit(rng, 4, 3)), jnp.asarray(unit(rng, 4, 3))

@@ -140,6 +140,12 @@ def test_config_defaults_overrides_and_errors():
         unlearning.get_config("ac", derangement="shift", index_shift=0)
     with pytest.raises(ValueError, match="pos_reduction"):
         unlearning.get_config("ac", pos_reduction="sum")
+    with pytest.raises(ValueError, match="pos_target"):
+        unlearning.get_config("ac", pos_target="bounded")  # HAC's name, not AC's
+    with pytest.raises(ValueError, match="pos_target"):
+        unlearning.get_config("hac", pos_target="absolute")
+    with pytest.raises(ValueError, match="pos_margin"):
+        unlearning.get_config("hac", pos_target="relative", pos_margin=-0.1)
     with pytest.raises(ValueError, match="total_steps"):
         unlearning.get_config("l1_sparse", l1_schedule="linear")
     with pytest.raises(AttributeError):

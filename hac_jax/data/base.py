@@ -317,9 +317,7 @@ class HierDataset:
 
         from hac_jax.fingerprint import canonical
 
-        h = hashlib.sha256(
-            json.dumps(canonical(self.hierarchy.to_dict()), sort_keys=True).encode()
-        )
+        h = hashlib.sha256(json.dumps(canonical(self.hierarchy.to_dict()), sort_keys=True).encode())
         for split in sorted(self.splits):
             labels = np.asarray(self.labels(split), np.int64)
             h.update(f"|{split}|{labels.size}|".encode())

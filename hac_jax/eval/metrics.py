@@ -33,6 +33,7 @@ from hac_jax.geometry import LORENTZ, Geometry
 
 __all__ = [
     "DESTINATIONS",
+    "REFERENCE_ARRAYS",
     "alignment_gap",
     "alignment_gaps",
     "alignment_matrix",
@@ -41,6 +42,7 @@ __all__ = [
     "concept_table",
     "cone_membership",
     "distance_to_origin_audit",
+    "distances_to_reference",
     "fit_mia_threshold",
     "forgetting_accuracies",
     "forgotten_destinations",
@@ -717,6 +719,23 @@ def tv_distance(p: Any, q: Any) -> float:
     if np.any(p < 0) or np.any(q < 0) or p.sum() <= 0 or q.sum() <= 0:
         raise ValueError("tv_distance needs non-negative histograms with a positive total")
     return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
+
+
+# The audit arrays that :func:`distances_to_reference` compares.
+REFERENCE_ARRAYS = ("forget_train_score", "forget_train_rank", "dest_top1_count")
+
+
+def distances_to_reference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
+    """Forget quality of audit arrays ``a`` against a reference's ``b`` (typically Retrain's on
+    the same images; docs/METHOD.md, Metrics): ``ks_forget_score`` (KS of the per-pair forget
+    scores, each model on its own scale), ``ks_forget_rank`` (KS of the true-class ranks, one
+    scale for every model) and ``tv_destination`` (TV of where the forgotten images go). Both
+    mappings hold :data:`REFERENCE_ARRAYS`."""
+    return {
+        "ks_forget_score": ks_distance(a["forget_train_score"], b["forget_train_score"]),
+        "ks_forget_rank": ks_distance(a["forget_train_rank"], b["forget_train_rank"]),
+        "tv_destination": tv_distance(a["dest_top1_count"], b["dest_top1_count"]),
+    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -719,16 +719,21 @@ def sweep_table(summary: Mapping[str, Any]) -> str:
         f"(FA {_pct(chosen['FA'])}%, RA {_pct(chosen['RA'])}%). Rule: {summary['reason']}.",
         "",
         "| point | steps | FA % | RA % | MIA non-member % | MIA strength % | cone retain % "
-        "| forget-score KS | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| forget-score KS | forget-rank KS | destination TV | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def distance(p, key):
+        value = p.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
     for p in summary["points"]:
         mark = " **(chosen)**" if p == chosen else ""
-        ks = p.get("ks_forget_score")
         lines.append(
             f"| {point_label(p['point'])}{mark} | {p['steps']} | {_pct(p['FA'])} | "
             f"{_pct(p['RA'])} | {_pct(p.get('mia_forget_nonmember'))} | "
             f"{_pct(p.get('mia_fit_balanced_acc'))} | {_pct(p.get('cone_own_retain'))} | "
-            f"{'n/a' if ks is None else f'{ks:.3f}'} | {p['seconds']:.1f} |"
+            f"{distance(p, 'ks_forget_score')} | {distance(p, 'ks_forget_rank')} | "
+            f"{distance(p, 'tv_destination')} | {p['seconds']:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -11,7 +11,11 @@ a derangement of the forget pairs of the batch), logits ``s * sim`` over the who
 dot product on the sphere (CLIP) and ``-d_L`` on the hyperboloid (MERU; the AC-on-MERU ablation),
 ``N`` the batch size and ``N_f`` its number of forget pairs (docs/METHOD.md). AC's public code
 averages the positive term over the forget pairs without the ``N_f / N`` factor;
-``pos_reduction="mean"`` selects that form. On MERU ``-d_L`` is unbounded, so this positive term
+``pos_reduction="mean"`` selects that form. ``pos_target="relative"`` replaces ``sim(u_i, v_i)``
+by its excess over the image's mean similarity to the batch's retain captions,
+``max(0, sim(u_i, v_i) - mean_{j in R} sim(u_i, v_j) + m)`` (:func:`common.relative_excess`):
+the push stops where an unrelated caption would sit instead of driving the pair below every
+other caption. On MERU ``-d_L`` is unbounded, so this positive term
 can run away; HAC (:mod:`hac_jax.unlearning.hac`) bounds it with a margin.
 """
 
@@ -29,6 +33,7 @@ from hac_jax.unlearning.registry import register
 
 __all__ = [
     "POS_REDUCTIONS",
+    "POS_TARGETS",
     "DERANGEMENTS",
     "ac_loss",
     "ac_loss_from_embeddings",
@@ -41,6 +46,9 @@ __all__ = [
 ]
 
 POS_REDUCTIONS = ("fraction", "mean")
+# What positive calibration lowers: the matched similarity itself (AC), or its excess over the
+# image's mean similarity to retained concepts' captions (common.relative_excess).
+POS_TARGETS = ("absolute", "relative")
 
 
 def negative_calibration(
@@ -95,15 +103,30 @@ def positive_calibration(
     curv: ArrayLike,
     geometry: Geometry,
     reduction: str = "fraction",
+    *,
+    target: str = "absolute",
+    margin: float = 0.0,
+    is_retain: ArrayLike | None = None,
 ) -> Array:
     """AC's positive-calibration term (before its weight beta): ``(B, D), (B, D), (B,) -> ()``.
 
     ``"fraction"``: ``(N_f / N) * mean_F sim(u_i, v_i) = sum_F sim(u_i, v_i) / N`` (METHOD.md);
     ``"mean"``: ``mean_F sim(u_i, v_i)`` (AC's code). 0 when the batch has no forget pair.
+    ``target="relative"``: ``sim(u_i, v_i)`` is replaced by
+    ``max(0, sim(u_i, v_i) - mean_{j in R} sim(u_i, v_j) + margin)`` over the retain captions
+    ``is_retain`` (default: every non-forget pair).
     """
     if reduction not in POS_REDUCTIONS:
         raise ValueError(f"pos_reduction must be one of {POS_REDUCTIONS}, got {reduction!r}")
-    matched = geometry.sim(u, v, curv)
+    if target not in POS_TARGETS:
+        raise ValueError(f"pos_target must be one of {POS_TARGETS}, got {target!r}")
+    is_forget = jnp.asarray(is_forget, bool)
+    if target == "relative":
+        retain = ~is_forget if is_retain is None else jnp.asarray(is_retain, bool)
+        sims = geometry.pairwise_sim(u, v, curv)
+        matched = common.relative_excess(sims, is_forget, retain, margin)
+    else:
+        matched = geometry.sim(u, v, curv)
     if reduction == "mean":
         return common.masked_mean(matched, is_forget)
     return common.masked_sum(matched, is_forget) / matched.shape[0]
@@ -123,6 +146,8 @@ def ac_loss_from_embeddings(
     valid: ArrayLike | None = None,
     is_retain: ArrayLike | None = None,
     pos_reduction: str = "fraction",
+    pos_target: str = "absolute",
+    pos_margin: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """``L_AC`` on embeddings (module docstring). Shapes: ``(B, D), (B, D), (B,) bool -> ()``.
 
@@ -133,7 +158,17 @@ def ac_loss_from_embeddings(
     loss, metrics = negative_calibration(
         u, v, is_forget, scale, curv, geometry, alpha, perm, valid, is_retain
     )
-    pos = positive_calibration(u, v, is_forget, curv, geometry, pos_reduction)
+    pos = positive_calibration(
+        u,
+        v,
+        is_forget,
+        curv,
+        geometry,
+        pos_reduction,
+        target=pos_target,
+        margin=pos_margin,
+        is_retain=is_retain,
+    )
     loss = common.add_term(loss, beta, pos)
     metrics.update(
         loss=loss,
@@ -208,6 +243,15 @@ def _validate(cfg: Any) -> None:
         raise ValueError(
             f"pos_reduction must be one of {POS_REDUCTIONS}, got {cfg.pos_reduction!r}"
         )
+    validate_pos_target(cfg, POS_TARGETS)
+
+
+def validate_pos_target(cfg: Any, targets: tuple[str, ...]) -> None:
+    """Checks ``cfg.pos_target`` against ``targets`` and ``cfg.pos_margin >= 0`` (AC and HAC)."""
+    if cfg.pos_target not in targets:
+        raise ValueError(f"pos_target must be one of {targets}, got {cfg.pos_target!r}")
+    if not float(cfg.pos_margin) >= 0:
+        raise ValueError(f"pos_margin must be >= 0, got {cfg.pos_margin!r}")
 
 
 @register(
@@ -225,6 +269,10 @@ def _validate(cfg: Any) -> None:
         derangement="random",
         index_shift=1,
         pos_reduction="fraction",
+        # what positive calibration lowers (POS_TARGETS) and, for "relative", the margin below
+        # the retained captions' mean similarity where it stops
+        pos_target="absolute",
+        pos_margin=0.0,
     ),
     needs_forget=True,
     validate=_validate,
@@ -259,6 +307,8 @@ def ac_loss(
         valid=valid,
         is_retain=is_retain,
         pos_reduction=cfg.pos_reduction,
+        pos_target=cfg.pos_target,
+        pos_margin=cfg.pos_margin,
     )
     metrics["logit_scale"] = out["logit_scale"]
     metrics["curv"] = out["curv"]

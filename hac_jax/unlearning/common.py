@@ -25,6 +25,7 @@ __all__ = [
     "masked_mean",
     "masked_sum",
     "pair_masks",
+    "relative_excess",
     "subset_contrastive_loss",
     "subset_entailment_loss",
     "subset_model_loss",
@@ -168,6 +169,30 @@ def wrong_positives(
     valid = is_forget & jnp.any(candidates, axis=1)
     idx = jnp.arange(is_forget.shape[0], dtype=jnp.int32)
     return jnp.where(valid, choice, idx), valid
+
+
+def relative_excess(
+    sims: ArrayLike, is_forget: ArrayLike, is_retain: ArrayLike, margin: float = 0.0
+) -> Array:
+    """How far each forget pair's similarity lies above the level of an unrelated caption:
+    ``relu(S_ii - mean_{j in R} S_ij + margin)`` per row, the mean taken over the batch's
+    retain captions and treated as a constant. ``(B, B) sims (image rows, text columns),
+    (B,) bool, (B,) bool -> (B,)``.
+
+    The relative target of positive calibration (AC's ``pos_target="relative"``, HAC's too):
+    the forget caption is pushed down until it is no closer to its image than the captions of
+    retained concepts are on average (``margin`` > 0: that much below), and no further, which is
+    where a model that never learned the concept would leave it. The target moves with the
+    image, so it needs no scale of its own on either geometry (cosine or ``-d_L``). Rows that
+    are not forget pairs, and every row of a batch without retain captions, are 0.
+    """
+    sims = jnp.asarray(sims)
+    retain = jnp.asarray(is_retain, bool)
+    count = jnp.sum(retain.astype(jnp.int32))
+    ref = jnp.sum(jnp.where(retain[None, :], sims, 0.0), axis=1) / jnp.maximum(count, 1)
+    excess = jax.nn.relu(jnp.diagonal(sims) - jax.lax.stop_gradient(ref) + margin)
+    keep = jnp.asarray(is_forget, bool) & (count > 0)
+    return jnp.where(keep, excess, jnp.zeros_like(excess))
 
 
 def weighted_symmetric_infonce(

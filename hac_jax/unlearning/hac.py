@@ -8,6 +8,8 @@ below is this project's definition (docs/METHOD.md), every term switchable by it
                     logits -s d_L)
           + lambda_ent0   * mean_R max(0, ext(v_i, u_i) - aper(v_i))          # MERU's, on R
           + beta          * mean_F max(0, m_d - d_L(u_i, v_i))                 # bounded pos. calib.
+                                  (pos_target="relative": mean_F max(0, mean_{j in R} d_L(u_i, v_j)
+                                                              - d_L(u_i, v_i) + m), see below)
           + lambda_ec     * mean_F max(0, aper(v_i) + delta - ext(v_i, u_i))   # entailment calib.
           + lambda_parent * parent-cone term (policy keep / push / ignore, below)
           + lambda_n      * mean_R [(|u_i| - |u_i^0|)^2 + (|v_i| - |v_i^0|)^2]  # norm reg.
@@ -25,6 +27,12 @@ cone the audits use, computed once per step for the few parent concepts:
   image w.r.t. its parent: it stays inside the parent's cone);
 * ``push``: ``mean_F max(0, aper(w_i) + delta - ext(w_i, u_i))`` (it leaves the parent's cone too);
 * ``ignore``: no term (and no parent embeddings needed).
+
+Positive calibration's target (``pos_target``): ``"bounded"`` pushes each matched forget pair to
+the fixed distance ``m_d``; ``"relative"`` pushes it until its distance is at least the image's
+mean distance to the batch's retain captions plus ``pos_margin``
+(:func:`hac_jax.unlearning.common.relative_excess` on ``-d_L``), a target that moves with the
+image and needs no scale of its own.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from hac_jax.unlearning.ac import (
     model_outputs,
     negative_calibration,
     validate_derangement,
+    validate_pos_target,
     validate_weights,
     wrong_positives_from_cfg,
 )
@@ -49,6 +58,7 @@ from hac_jax.unlearning.registry import register
 
 __all__ = [
     "PARENT_POLICIES",
+    "POS_TARGETS",
     "bounded_positive_calibration",
     "caption_cone",
     "entailment_calibration",
@@ -61,6 +71,8 @@ __all__ = [
 ]
 
 PARENT_POLICIES = ("keep", "push", "ignore")
+# Positive calibration: to the fixed distance margin_d, or relative to the retain captions.
+POS_TARGETS = ("bounded", "relative")
 
 
 def caption_cone(u: ArrayLike, v: ArrayLike, curv: ArrayLike) -> Array:
@@ -200,6 +212,8 @@ def hac_loss_from_embeddings(
     v0: ArrayLike | None = None,
     lambda_nf: float = 0.0,
     r_f: float = 0.0,
+    pos_target: str = "bounded",
+    pos_margin: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """``L_HAC`` on MERU embeddings (module docstring).
 
@@ -217,6 +231,8 @@ def hac_loss_from_embeddings(
       parent_text: ``(B, D)`` parent-concept text embeddings (needed unless the policy is
         ``"ignore"`` or ``lambda_parent == 0``).
       u0, v0: ``(B, D)`` embeddings of the frozen original model (needed when ``lambda_n != 0``).
+      pos_target, pos_margin: positive calibration's target, ``"bounded"`` (to ``margin_d``) or
+        ``"relative"`` (``pos_margin`` beyond the mean distance to the retain captions).
 
     Returns:
       ``(loss, metrics)``: ``loss`` and the unweighted value of every computed term (``ctr``,
@@ -227,6 +243,8 @@ def hac_loss_from_embeddings(
         raise ValueError(f"parent_policy must be one of {PARENT_POLICIES}, got {parent_policy!r}")
     if margin_d < 0 or delta < 0:
         raise ValueError(f"margin_d and delta must be >= 0, got {margin_d} and {delta}")
+    if pos_target not in POS_TARGETS:
+        raise ValueError(f"pos_target must be one of {POS_TARGETS}, got {pos_target!r}")
     use_parent = parent_policy != "ignore" and lambda_parent != 0
     if use_parent and parent_text is None:
         raise ValueError(
@@ -243,12 +261,20 @@ def hac_loss_from_embeddings(
         u, v, is_forget, scale, curv, LORENTZ, alpha, perm, valid, is_retain
     )
     cone = caption_cone(u, v, curv)  # one exterior-angle computation for both cone terms
+    if pos_target == "relative":
+        retain = ~is_forget if is_retain is None else jnp.asarray(is_retain, bool)
+        sims = LORENTZ.pairwise_sim(u, v, curv)  # -d_L
+        pos = common.masked_mean(
+            common.relative_excess(sims, is_forget, retain, pos_margin), is_forget
+        )
+    else:
+        pos = bounded_positive_calibration(u, v, is_forget, curv, margin_d)
     terms = {
         "entail_retain": (
             lambda_ent0,
             retain_entailment_loss(u, v, is_forget, curv, cone=cone, is_retain=is_retain),
         ),
-        "pos_calib": (beta, bounded_positive_calibration(u, v, is_forget, curv, margin_d)),
+        "pos_calib": (beta, pos),
         "entail_calib": (
             lambda_ec,
             entailment_calibration(u, v, is_forget, curv, delta, cone=cone),
@@ -281,6 +307,7 @@ def _validate(cfg: Any) -> None:
         )
     if cfg.margin_d < 0 or cfg.delta < 0:
         raise ValueError(f"margin_d and delta must be >= 0, got {cfg.margin_d} and {cfg.delta}")
+    validate_pos_target(cfg, POS_TARGETS)
 
 
 @register(
@@ -292,6 +319,10 @@ def _validate(cfg: Any) -> None:
         alpha=0.0,
         beta=3.0,
         margin_d=1.5,
+        # positive calibration's target (POS_TARGETS): "bounded" uses margin_d, "relative"
+        # pos_margin
+        pos_target="bounded",
+        pos_margin=0.0,
         lambda_ent0=0.2,
         lambda_ec=1.0,
         delta=0.0,
@@ -386,6 +417,8 @@ def hac_loss(
         v0=v0,
         lambda_nf=cfg.lambda_nf,
         r_f=cfg.r_f,
+        pos_target=cfg.pos_target,
+        pos_margin=cfg.pos_margin,
     )
     metrics["logit_scale"] = out["logit_scale"]
     metrics["curv"] = out["curv"]
