@@ -420,6 +420,36 @@ def test_relative_excess_by_hand():
     np.testing.assert_array_equal(none, 0.0)
 
 
+def test_relative_excess_quantile_reference_by_hand():
+    # Row 0's retain captions (columns 1..4) sit at 0.1, 0.2, 0.4, 0.8; column 5 is excluded
+    # (in neither set) and its 9.0 must never be picked. The quantile-th is the lower order
+    # statistic floor(q (n - 1)) of the n = 4 retain similarities.
+    sims = np.zeros((6, 6))
+    sims[0] = [0.9, 0.8, 0.1, 0.4, 0.2, 9.0]
+    forget = np.array([True, False, False, False, False, False])
+    retain = np.array([False, True, True, True, True, False])
+    for q, ref in ((0.0, 0.1), (0.5, 0.2), (0.7, 0.4), (1.0, 0.8)):
+        out = np.asarray(
+            common.relative_excess(sims, forget, retain, 0.0, reference="quantile", quantile=q)
+        )
+        np.testing.assert_allclose(out, [0.9 - ref, 0, 0, 0, 0, 0], atol=1e-6, err_msg=f"q={q}")
+    # the order statistic is a constant too: only the matched similarity carries a gradient
+    g = np.asarray(
+        jax.grad(
+            lambda s: common.relative_excess(
+                s, forget, retain, 0.0, reference="quantile", quantile=0.7
+            ).sum()
+        )(sims)
+    )
+    expected = np.zeros_like(sims)
+    expected[0, 0] = 1.0
+    np.testing.assert_array_equal(g, expected)
+    with pytest.raises(ValueError, match="pos_reference"):
+        common.relative_excess(sims, forget, retain, reference="median")
+    with pytest.raises(ValueError, match="pos_quantile"):
+        common.relative_excess(sims, forget, retain, reference="quantile", quantile=1.5)
+
+
 @pytest.mark.parametrize("geometry", [SPHERE, LORENTZ])
 def test_relative_positive_calibration_matches_numpy_and_stops_at_the_retain_level(geometry):
     rng = np.random.default_rng(8)

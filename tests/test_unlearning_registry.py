@@ -146,6 +146,10 @@ def test_config_defaults_overrides_and_errors():
         unlearning.get_config("hac", pos_target="absolute")
     with pytest.raises(ValueError, match="pos_margin"):
         unlearning.get_config("hac", pos_target="relative", pos_margin=-0.1)
+    with pytest.raises(ValueError, match="pos_reference"):
+        unlearning.get_config("hac", pos_target="relative", pos_reference="median")
+    with pytest.raises(ValueError, match="pos_quantile"):
+        unlearning.get_config("ac", pos_target="relative", pos_quantile=-0.5)
     with pytest.raises(ValueError, match="total_steps"):
         unlearning.get_config("l1_sparse", l1_schedule="linear")
     with pytest.raises(AttributeError):

@@ -107,6 +107,8 @@ def positive_calibration(
     target: str = "absolute",
     margin: float = 0.0,
     is_retain: ArrayLike | None = None,
+    reference: str = "mean",
+    quantile: float = 0.5,
 ) -> Array:
     """AC's positive-calibration term (before its weight beta): ``(B, D), (B, D), (B,) -> ()``.
 
@@ -114,7 +116,8 @@ def positive_calibration(
     ``"mean"``: ``mean_F sim(u_i, v_i)`` (AC's code). 0 when the batch has no forget pair.
     ``target="relative"``: ``sim(u_i, v_i)`` is replaced by
     ``max(0, sim(u_i, v_i) - mean_{j in R} sim(u_i, v_j) + margin)`` over the retain captions
-    ``is_retain`` (default: every non-forget pair).
+    ``is_retain`` (default: every non-forget pair); ``reference="quantile"`` takes their
+    ``quantile``-th similarity instead of the mean (:func:`common.relative_excess`).
     """
     if reduction not in POS_REDUCTIONS:
         raise ValueError(f"pos_reduction must be one of {POS_REDUCTIONS}, got {reduction!r}")
@@ -124,7 +127,9 @@ def positive_calibration(
     if target == "relative":
         retain = ~is_forget if is_retain is None else jnp.asarray(is_retain, bool)
         sims = geometry.pairwise_sim(u, v, curv)
-        matched = common.relative_excess(sims, is_forget, retain, margin)
+        matched = common.relative_excess(
+            sims, is_forget, retain, margin, reference=reference, quantile=quantile
+        )
     else:
         matched = geometry.sim(u, v, curv)
     if reduction == "mean":
@@ -148,6 +153,8 @@ def ac_loss_from_embeddings(
     pos_reduction: str = "fraction",
     pos_target: str = "absolute",
     pos_margin: float = 0.0,
+    pos_reference: str = "mean",
+    pos_quantile: float = 0.5,
 ) -> tuple[Array, dict[str, Array]]:
     """``L_AC`` on embeddings (module docstring). Shapes: ``(B, D), (B, D), (B,) bool -> ()``.
 
@@ -168,6 +175,8 @@ def ac_loss_from_embeddings(
         target=pos_target,
         margin=pos_margin,
         is_retain=is_retain,
+        reference=pos_reference,
+        quantile=pos_quantile,
     )
     loss = common.add_term(loss, beta, pos)
     metrics.update(
@@ -247,11 +256,18 @@ def _validate(cfg: Any) -> None:
 
 
 def validate_pos_target(cfg: Any, targets: tuple[str, ...]) -> None:
-    """Checks ``cfg.pos_target`` against ``targets`` and ``cfg.pos_margin >= 0`` (AC and HAC)."""
+    """Checks ``cfg.pos_target`` against ``targets``, ``cfg.pos_margin >= 0``,
+    ``cfg.pos_reference`` and ``cfg.pos_quantile`` in [0, 1] (AC and HAC)."""
     if cfg.pos_target not in targets:
         raise ValueError(f"pos_target must be one of {targets}, got {cfg.pos_target!r}")
     if not float(cfg.pos_margin) >= 0:
         raise ValueError(f"pos_margin must be >= 0, got {cfg.pos_margin!r}")
+    if cfg.pos_reference not in common.POS_REFERENCES:
+        raise ValueError(
+            f"pos_reference must be one of {common.POS_REFERENCES}, got {cfg.pos_reference!r}"
+        )
+    if not 0.0 <= float(cfg.pos_quantile) <= 1.0:
+        raise ValueError(f"pos_quantile must be in [0, 1], got {cfg.pos_quantile!r}")
 
 
 @register(
@@ -273,6 +289,9 @@ def validate_pos_target(cfg: Any, targets: tuple[str, ...]) -> None:
         # the retained captions' mean similarity where it stops
         pos_target="absolute",
         pos_margin=0.0,
+        # the retained captions' level of "relative": their mean or a quantile
+        pos_reference="mean",
+        pos_quantile=0.5,
     ),
     needs_forget=True,
     validate=_validate,
@@ -309,6 +328,8 @@ def ac_loss(
         pos_reduction=cfg.pos_reduction,
         pos_target=cfg.pos_target,
         pos_margin=cfg.pos_margin,
+        pos_reference=cfg.pos_reference,
+        pos_quantile=cfg.pos_quantile,
     )
     metrics["logit_scale"] = out["logit_scale"]
     metrics["curv"] = out["curv"]

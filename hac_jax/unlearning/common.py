@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 from hac_jax.geometry import Geometry
 
 __all__ = [
+    "POS_REFERENCES",
     "WRONG_POSITIVE_POOLS",
     "add_term",
     "forget_derangement",
@@ -171,25 +172,48 @@ def wrong_positives(
     return jnp.where(valid, choice, idx), valid
 
 
+# The retained captions' level that a relative positive target is measured against.
+POS_REFERENCES = ("mean", "quantile")
+
+
 def relative_excess(
-    sims: ArrayLike, is_forget: ArrayLike, is_retain: ArrayLike, margin: float = 0.0
+    sims: ArrayLike,
+    is_forget: ArrayLike,
+    is_retain: ArrayLike,
+    margin: float = 0.0,
+    *,
+    reference: str = "mean",
+    quantile: float = 0.5,
 ) -> Array:
     """How far each forget pair's similarity lies above the level of an unrelated caption:
-    ``relu(S_ii - mean_{j in R} S_ij + margin)`` per row, the mean taken over the batch's
-    retain captions and treated as a constant. ``(B, B) sims (image rows, text columns),
+    ``relu(S_ii - ref_i + margin)`` per row, ``ref_i`` the image's similarities to the batch's
+    retain captions reduced by ``reference`` (``"mean"``, or ``"quantile"``: the ``quantile``-th
+    of them, the lower order statistic, so 0.5 is the median, 0 the farthest and 1 the closest
+    retain caption) and treated as a constant. ``(B, B) sims (image rows, text columns),
     (B,) bool, (B,) bool -> (B,)``.
 
     The relative target of positive calibration (AC's ``pos_target="relative"``, HAC's too):
-    the forget caption is pushed down until it is no closer to its image than the captions of
-    retained concepts are on average (``margin`` > 0: that much below), and no further, which is
-    where a model that never learned the concept would leave it. The target moves with the
-    image, so it needs no scale of its own on either geometry (cosine or ``-d_L``). Rows that
-    are not forget pairs, and every row of a batch without retain captions, are 0.
+    the forget caption is pushed down until it is no closer to its image than that level of the
+    retained concepts' captions (``margin`` > 0: that much below), and no further, which is
+    where a model that never learned the concept leaves it (in the middle of the other
+    captions rather than below all of them). The target moves with the image, so it needs no
+    scale of its own on either geometry (cosine or ``-d_L``). Rows that are not forget pairs,
+    and every row of a batch without retain captions, are 0.
     """
+    if reference not in POS_REFERENCES:
+        raise ValueError(f"pos_reference must be one of {POS_REFERENCES}, got {reference!r}")
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"pos_quantile must be in [0, 1], got {quantile!r}")
     sims = jnp.asarray(sims)
     retain = jnp.asarray(is_retain, bool)
     count = jnp.sum(retain.astype(jnp.int32))
-    ref = jnp.sum(jnp.where(retain[None, :], sims, 0.0), axis=1) / jnp.maximum(count, 1)
+    if reference == "mean":
+        ref = jnp.sum(jnp.where(retain[None, :], sims, 0.0), axis=1) / jnp.maximum(count, 1)
+    else:
+        # ascending with the other columns last; the order statistic floor(q (count - 1))
+        ordered = jnp.sort(jnp.where(retain[None, :], sims, jnp.inf), axis=1)
+        k = jnp.floor(quantile * (jnp.maximum(count, 1) - 1)).astype(jnp.int32)
+        ref = ordered[:, k]
     excess = jax.nn.relu(jnp.diagonal(sims) - jax.lax.stop_gradient(ref) + margin)
     keep = jnp.asarray(is_forget, bool) & (count > 0)
     return jnp.where(keep, excess, jnp.zeros_like(excess))

@@ -214,6 +214,8 @@ def hac_loss_from_embeddings(
     r_f: float = 0.0,
     pos_target: str = "bounded",
     pos_margin: float = 0.0,
+    pos_reference: str = "mean",
+    pos_quantile: float = 0.5,
 ) -> tuple[Array, dict[str, Array]]:
     """``L_HAC`` on MERU embeddings (module docstring).
 
@@ -231,8 +233,10 @@ def hac_loss_from_embeddings(
       parent_text: ``(B, D)`` parent-concept text embeddings (needed unless the policy is
         ``"ignore"`` or ``lambda_parent == 0``).
       u0, v0: ``(B, D)`` embeddings of the frozen original model (needed when ``lambda_n != 0``).
-      pos_target, pos_margin: positive calibration's target, ``"bounded"`` (to ``margin_d``) or
-        ``"relative"`` (``pos_margin`` beyond the mean distance to the retain captions).
+      pos_target, pos_margin, pos_reference, pos_quantile: positive calibration's target,
+        ``"bounded"`` (to ``margin_d``) or ``"relative"`` (``pos_margin`` beyond the mean, or
+        the ``pos_quantile``-th, similarity to the retain captions;
+        :func:`common.relative_excess`).
 
     Returns:
       ``(loss, metrics)``: ``loss`` and the unweighted value of every computed term (``ctr``,
@@ -265,7 +269,15 @@ def hac_loss_from_embeddings(
         retain = ~is_forget if is_retain is None else jnp.asarray(is_retain, bool)
         sims = LORENTZ.pairwise_sim(u, v, curv)  # -d_L
         pos = common.masked_mean(
-            common.relative_excess(sims, is_forget, retain, pos_margin), is_forget
+            common.relative_excess(
+                sims,
+                is_forget,
+                retain,
+                pos_margin,
+                reference=pos_reference,
+                quantile=pos_quantile,
+            ),
+            is_forget,
         )
     else:
         pos = bounded_positive_calibration(u, v, is_forget, curv, margin_d)
@@ -323,6 +335,8 @@ def _validate(cfg: Any) -> None:
         # pos_margin
         pos_target="bounded",
         pos_margin=0.0,
+        pos_reference="mean",  # "relative": the retain captions' mean or pos_quantile-th sim
+        pos_quantile=0.5,
         lambda_ent0=0.2,
         lambda_ec=1.0,
         delta=0.0,
@@ -419,6 +433,8 @@ def hac_loss(
         r_f=cfg.r_f,
         pos_target=cfg.pos_target,
         pos_margin=cfg.pos_margin,
+        pos_reference=cfg.pos_reference,
+        pos_quantile=cfg.pos_quantile,
     )
     metrics["logit_scale"] = out["logit_scale"]
     metrics["curv"] = out["curv"]
