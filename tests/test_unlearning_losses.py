@@ -832,3 +832,38 @@ def test_full_mask_model_loss_equals_the_training_loss(geometry):
     logits = 7.0 * geometry.pairwise_sim(u, v, 0.8)
     plain, _ = common.weighted_symmetric_infonce(logits, jnp.arange(6), jnp.ones(6))
     np.testing.assert_allclose(plain, losses.contrastive_loss(logits), rtol=1e-6)
+
+
+@pytest.mark.parametrize("geometry", [SPHERE, LORENTZ])
+def test_forget_negatives_off_is_the_retain_pairs_contrastive_loss(geometry):
+    rng = np.random.default_rng(3)
+    u = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    is_forget = np.array([True, True, False, False, False, False])
+    is_retain = np.array([False, False, True, True, True, False])  # the last pair in neither
+    perm = jnp.arange(6)
+
+    def loss(u, v, forget_negatives):
+        out, _ = ac.negative_calibration(
+            u, v, is_forget, 2.0, 1.0, geometry, 0.0, perm, None, is_retain, forget_negatives
+        )
+        return out
+
+    # the contrastive loss of the three retain pairs alone, by hand
+    logits = 2.0 * np.asarray(geometry.pairwise_sim(u, v, 1.0), np.float64)[2:5, 2:5]
+    ce_rows = np.log(np.exp(logits).sum(1)) - np.diag(logits)
+    ce_cols = np.log(np.exp(logits).sum(0)) - np.diag(logits)
+    np.testing.assert_allclose(
+        float(loss(u, v, False)), np.mean(0.5 * (ce_rows + ce_cols)), rtol=1e-5
+    )
+    # AC's code (forget pairs as negatives) differs, and only it moves the forget pairs
+    assert abs(float(loss(u, v, True)) - float(loss(u, v, False))) > 1e-4
+    g_off = jax.grad(loss, argnums=(0, 1))(u, v, False)
+    g_on = jax.grad(loss, argnums=(0, 1))(u, v, True)
+    for g in g_off:
+        np.testing.assert_array_equal(np.asarray(g)[:2], 0.0)
+    assert np.abs(np.asarray(g_on[1])[:2]).max() > 1e-4
+    with pytest.raises(ValueError, match="forget_negatives=False needs alpha=0"):
+        ac.negative_calibration(
+            u, v, is_forget, 2.0, 1.0, geometry, 1.0, perm, None, is_retain, False
+        )

@@ -150,6 +150,8 @@ def test_config_defaults_overrides_and_errors():
         unlearning.get_config("hac", pos_target="relative", pos_reference="median")
     with pytest.raises(ValueError, match="pos_quantile"):
         unlearning.get_config("ac", pos_target="relative", pos_quantile=-0.5)
+    with pytest.raises(ValueError, match="forget_negatives=False needs alpha=0"):
+        unlearning.get_config("hac", forget_negatives=False, alpha=1.0)
     with pytest.raises(ValueError, match="total_steps"):
         unlearning.get_config("l1_sparse", l1_schedule="linear")
     with pytest.raises(AttributeError):

@@ -62,6 +62,7 @@ def negative_calibration(
     perm: ArrayLike,
     valid: ArrayLike | None = None,
     is_retain: ArrayLike | None = None,
+    forget_negatives: bool = True,
 ) -> tuple[Array, dict[str, Array]]:
     """AC's weighted InfoNCE with wrong positives on the forget pairs.
 
@@ -77,6 +78,10 @@ def negative_calibration(
         Forget pairs outside it (a lone forget pair in a batch) are left out of the loss.
       is_retain: ``(B,)`` bool, the retain pairs (default: every non-forget pair). Pairs in
         neither set are no positives and no negatives (:func:`common.pair_masks`).
+      forget_negatives: whether the forget pairs' images and captions are negatives of the
+        retain pairs (AC's code: True). False (only with ``alpha == 0``): the term is the
+        contrastive loss of the retain pairs alone, the data Retrain trains on, so it pushes
+        nothing away from the forget pairs.
 
     Returns:
       ``(loss, metrics)`` with ``ctr`` (the loss), ``ctr_retain`` / ``ctr_forget`` (unweighted
@@ -86,8 +91,13 @@ def negative_calibration(
     valid = is_forget if valid is None else jnp.asarray(valid, bool)
     retain = ~is_forget if is_retain is None else jnp.asarray(is_retain, bool)
     logits = scale * geometry.pairwise_sim(u, v, curv)
+    if not forget_negatives and alpha != 0:
+        raise ValueError(f"forget_negatives=False needs alpha=0, got alpha={alpha}")
     weights = jnp.where(retain, 1.0, jnp.where(valid, alpha, 0.0)).astype(logits.dtype)
-    active = None if is_retain is None else retain | is_forget
+    if not forget_negatives:
+        active = retain
+    else:
+        active = None if is_retain is None else retain | is_forget
     loss, per_sample = common.weighted_symmetric_infonce(logits, perm, weights, active)
     return loss, {
         "ctr": loss,
@@ -155,6 +165,7 @@ def ac_loss_from_embeddings(
     pos_margin: float = 0.0,
     pos_reference: str = "mean",
     pos_quantile: float = 0.5,
+    forget_negatives: bool = True,
 ) -> tuple[Array, dict[str, Array]]:
     """``L_AC`` on embeddings (module docstring). Shapes: ``(B, D), (B, D), (B,) bool -> ()``.
 
@@ -163,7 +174,7 @@ def ac_loss_from_embeddings(
     batch the loss is the plain symmetric contrastive loss of the model.
     """
     loss, metrics = negative_calibration(
-        u, v, is_forget, scale, curv, geometry, alpha, perm, valid, is_retain
+        u, v, is_forget, scale, curv, geometry, alpha, perm, valid, is_retain, forget_negatives
     )
     pos = positive_calibration(
         u,
@@ -253,6 +264,14 @@ def _validate(cfg: Any) -> None:
             f"pos_reduction must be one of {POS_REDUCTIONS}, got {cfg.pos_reduction!r}"
         )
     validate_pos_target(cfg, POS_TARGETS)
+    validate_forget_negatives(cfg)
+
+
+def validate_forget_negatives(cfg: Any) -> None:
+    """``forget_negatives=False`` leaves the forget pairs out of the InfoNCE, which only
+    works when negative calibration is off (AC and HAC)."""
+    if not cfg.forget_negatives and float(cfg.alpha) != 0:
+        raise ValueError(f"forget_negatives=False needs alpha=0, got alpha={cfg.alpha}")
 
 
 def validate_pos_target(cfg: Any, targets: tuple[str, ...]) -> None:
@@ -292,6 +311,9 @@ def validate_pos_target(cfg: Any, targets: tuple[str, ...]) -> None:
         # the retained captions' level of "relative": their mean or a quantile
         pos_reference="mean",
         pos_quantile=0.5,
+        # the forget pairs are negatives in the retain InfoNCE (AC's code); False: it sees the
+        # retain pairs alone (needs alpha = 0)
+        forget_negatives=True,
     ),
     needs_forget=True,
     validate=_validate,
@@ -330,6 +352,7 @@ def ac_loss(
         pos_margin=cfg.pos_margin,
         pos_reference=cfg.pos_reference,
         pos_quantile=cfg.pos_quantile,
+        forget_negatives=cfg.forget_negatives,
     )
     metrics["logit_scale"] = out["logit_scale"]
     metrics["curv"] = out["curv"]

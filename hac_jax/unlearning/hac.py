@@ -50,6 +50,7 @@ from hac_jax.unlearning.ac import (
     model_outputs,
     negative_calibration,
     validate_derangement,
+    validate_forget_negatives,
     validate_pos_target,
     validate_weights,
     wrong_positives_from_cfg,
@@ -216,6 +217,7 @@ def hac_loss_from_embeddings(
     pos_margin: float = 0.0,
     pos_reference: str = "mean",
     pos_quantile: float = 0.5,
+    forget_negatives: bool = True,
 ) -> tuple[Array, dict[str, Array]]:
     """``L_HAC`` on MERU embeddings (module docstring).
 
@@ -237,6 +239,8 @@ def hac_loss_from_embeddings(
         ``"bounded"`` (to ``margin_d``) or ``"relative"`` (``pos_margin`` beyond the mean, or
         the ``pos_quantile``-th, similarity to the retain captions;
         :func:`common.relative_excess`).
+      forget_negatives: whether the forget pairs are negatives in the retain InfoNCE
+        (:func:`hac_jax.unlearning.ac.negative_calibration`).
 
     Returns:
       ``(loss, metrics)``: ``loss`` and the unweighted value of every computed term (``ctr``,
@@ -262,7 +266,7 @@ def hac_loss_from_embeddings(
         )
     is_forget = jnp.asarray(is_forget, bool)
     loss, metrics = negative_calibration(
-        u, v, is_forget, scale, curv, LORENTZ, alpha, perm, valid, is_retain
+        u, v, is_forget, scale, curv, LORENTZ, alpha, perm, valid, is_retain, forget_negatives
     )
     cone = caption_cone(u, v, curv)  # one exterior-angle computation for both cone terms
     if pos_target == "relative":
@@ -320,6 +324,7 @@ def _validate(cfg: Any) -> None:
     if cfg.margin_d < 0 or cfg.delta < 0:
         raise ValueError(f"margin_d and delta must be >= 0, got {cfg.margin_d} and {cfg.delta}")
     validate_pos_target(cfg, POS_TARGETS)
+    validate_forget_negatives(cfg)
 
 
 @register(
@@ -337,6 +342,8 @@ def _validate(cfg: Any) -> None:
         pos_margin=0.0,
         pos_reference="mean",  # "relative": the retain captions' mean or pos_quantile-th sim
         pos_quantile=0.5,
+        # the forget pairs are negatives in the retain InfoNCE (AC's); False: retain pairs only
+        forget_negatives=True,
         lambda_ent0=0.2,
         lambda_ec=1.0,
         delta=0.0,
@@ -435,6 +442,7 @@ def hac_loss(
         pos_margin=cfg.pos_margin,
         pos_reference=cfg.pos_reference,
         pos_quantile=cfg.pos_quantile,
+        forget_negatives=cfg.forget_negatives,
     )
     metrics["logit_scale"] = out["logit_scale"]
     metrics["curv"] = out["curv"]
