@@ -61,16 +61,24 @@ VARIANTS = {
     "hac-norm": dict(method="hac", lambda_n=0.0),  # without norm regularization
     "hac-pos": dict(method="hac", beta=0.0),  # without positive calibration
     # The sweep set alpha = 0 (no negative calibration); the ablation adds it back.
-    "hac+neg": dict(method="hac", alpha=1.0, forget_negatives=True),  # with negative calibration (alpha = 1)
+    "hac+neg": dict(
+        method="hac", alpha=1.0, forget_negatives=True
+    ),  # with negative calibration (alpha = 1)
     "hac-push": dict(method="hac", parent_policy="push"),  # the forgotten image leaves the parent
     "hac-keep": dict(method="hac", parent_policy="keep"),  # ... or stays in it (stages 1-3)
+    # AC with HAC's shared settings and budget: the like-for-like comparison on MERU that
+    # isolates HAC's own terms (entailment calibration, norm regularization)
+    "ac-matched": dict(
+        method="ac",
+        **{k: v for k, v in METHOD_OVERRIDES["hac"].items() if k != "parent_policy"},
+    ),
 }
 
 _METHODS = {
     ("e1", "clip"): ["retrain", "ac", "ft", "ga", "negrad", "l1_sparse"],
-    ("e1", "meru"): ["retrain", "hac", "ac", "ft", "ga", "negrad", "l1_sparse"],
+    ("e1", "meru"): ["retrain", "hac", "ac", "ac-matched", "ft", "ga", "negrad", "l1_sparse"],
     ("e2", "clip"): ["retrain", "ac"],
-    ("e2", "meru"): ["retrain", "hac", "ac"],
+    ("e2", "meru"): ["retrain", "hac", "ac", "ac-matched"],
     ("e3", "meru"): ["hac", "hac-ec", "hac-norm", "hac-pos", "hac+neg", "hac-push", "ac"],
     ("e4", "clip"): ["ac"],
     ("e4", "meru"): ["hac", "hac-keep", "hac-push", "ac"],
