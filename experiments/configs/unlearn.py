@@ -12,13 +12,16 @@
 Experiments (docs/METHOD.md):
 
 * ``e1``: each of ``E1_FORGET`` (sneaker, trouser, dress, pullover, bag: one concept per group,
-  fixed before tuning); Retrain, AC (CLIP) / HAC + AC (MERU), FT, GA, NegGrad, l1-sparse.
+  fixed before tuning); Retrain, AC (CLIP) / HAC + AC + ac-matched (MERU), FT, GA, NegGrad,
+  l1-sparse. ``ac-matched`` is AC with HAC's shared settings and steps (``VARIANTS``).
 * ``e2``: k = 1, 2, 3, 5 concepts (nested sets starting at ``sneaker``); Retrain, AC (CLIP),
-  AC and HAC (MERU), every method with its one default (the same budget rule at every k).
+  AC, ac-matched and HAC (MERU), every method with its one default (the same budget rule at
+  every k).
 * ``e3``: HAC without each term (entailment calibration, norm regularization, positive),
-  with negative calibration added back (the sweep chose alpha = 0), parent cone pushed instead
-  of kept, and AC on MERU.
-* ``e4``: the hierarchy audit of AC vs HAC (keep / push) on ``sneaker``.
+  with negative calibration added back (the sweep chose alpha = 0), parent cone pushed out
+  of (HAC's default leaves it to the data), and AC on MERU.
+* ``e4``: the hierarchy audit of AC vs HAC (its default, parent cone kept, pushed) on
+  ``sneaker``.
 * ``main``: E1's comparison with one seed and fewer baselines (the README main command).
 
 Lists are lists (``config.methods``, ``config.seeds``, ``config.forget`` as a list of forget
