@@ -64,9 +64,8 @@ VARIANTS = {
     "hac-norm": dict(method="hac", lambda_n=0.0),  # without norm regularization
     "hac-pos": dict(method="hac", beta=0.0),  # without positive calibration
     # The sweep set alpha = 0 (no negative calibration); the ablation adds it back.
-    "hac+neg": dict(
-        method="hac", alpha=1.0, forget_negatives=True
-    ),  # with negative calibration (alpha = 1)
+    # with negative calibration (alpha = 1), which needs the forget pairs in the InfoNCE
+    "hac+neg": dict(method="hac", alpha=1.0, forget_negatives=True),
     "hac-push": dict(method="hac", parent_policy="push"),  # the forgotten image leaves the parent
     "hac-keep": dict(method="hac", parent_policy="keep"),  # ... or stays in it (stages 1-3)
     # AC with HAC's shared settings and budget: the like-for-like comparison on MERU that

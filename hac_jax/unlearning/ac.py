@@ -90,14 +90,14 @@ def negative_calibration(
     is_forget = jnp.asarray(is_forget, bool)
     valid = is_forget if valid is None else jnp.asarray(valid, bool)
     retain = ~is_forget if is_retain is None else jnp.asarray(is_retain, bool)
-    logits = scale * geometry.pairwise_sim(u, v, curv)
     if not forget_negatives and alpha != 0:
         raise ValueError(f"forget_negatives=False needs alpha=0, got alpha={alpha}")
+    logits = scale * geometry.pairwise_sim(u, v, curv)
     weights = jnp.where(retain, 1.0, jnp.where(valid, alpha, 0.0)).astype(logits.dtype)
-    if not forget_negatives:
-        active = retain
-    else:
+    if forget_negatives:
         active = None if is_retain is None else retain | is_forget
+    else:
+        active = retain
     loss, per_sample = common.weighted_symmetric_infonce(logits, perm, weights, active)
     return loss, {
         "ctr": loss,
