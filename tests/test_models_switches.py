@@ -128,10 +128,10 @@ def _assert_same_results(got, want, rtol: float) -> None:
 
 def test_unset_switches_leave_repr_and_settings_hash_as_before():
     cfg = small_config("meru")
-    assert (cfg.attention, cfg.remat) == (None, None)
-    assert "attention" not in repr(cfg) and "remat" not in repr(cfg)
+    assert (cfg.attention, cfg.remat, cfg.gelu) == (None, None, None)
+    assert all(name not in repr(cfg) for name in ("attention", "remat", "gelu"))
     fields = dataclasses.asdict(cfg)
-    before = {k: v for k, v in fields.items() if k not in ("attention", "remat")}
+    before = {k: v for k, v in fields.items() if k not in ("attention", "remat", "gelu")}
     assert settings_fingerprint(fields) == settings_fingerprint(before)
     switched = dataclasses.replace(cfg, attention="xla", remat="dots")
     assert "attention='xla'" in repr(switched) and "remat='dots'" in repr(switched)
@@ -154,6 +154,7 @@ def test_none_overrides_are_unset():
         (dict(attention="flash"), "attention 'flash'"),
         (dict(attention="cudnn"), "needs dtype bfloat16 or float16"),
         (dict(remat="some"), "remat 'some'"),
+        (dict(gelu="tanh"), "gelu 'tanh'"),
     ],
 )
 def test_bad_switch_values_are_rejected(overrides, match):
@@ -163,6 +164,38 @@ def test_bad_switch_values_are_rejected(overrides, match):
 
 def test_cudnn_attention_is_accepted_with_bfloat16():
     assert small_config("meru", attention="cudnn", dtype="bfloat16").attention == "cudnn"
+
+
+# ----------------------------------------------------------------------------------------------
+# gelu: PyTorch's erf formula
+# ----------------------------------------------------------------------------------------------
+
+
+def test_erf_gelu_is_the_exact_gelu_in_float64():
+    from scipy.special import ndtr
+
+    from hac_jax.models.vit import gelu
+
+    x = np.linspace(-12.0, 12.0, 4001)
+    want = x * ndtr(x)
+    with jax.enable_x64(True):
+        for form in (None, "erf"):
+            got = np.asarray(gelu(jnp.asarray(x, jnp.float64), form))
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15, err_msg=str(form))
+    # float32: the two forms agree to rounding (erf loses relative accuracy only where
+    # GELU(x) is below 1e-7 |x|, i.e. x < -5).
+    x32 = jnp.asarray(x, jnp.float32)
+    diff = np.abs(np.asarray(gelu(x32, "erf")) - np.asarray(gelu(x32)))
+    assert diff.max() <= 1e-6 * np.abs(x).max()
+    with pytest.raises(ValueError, match="unknown GELU form"):
+        gelu(x32, "tanh")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_erf_gelu_matches_the_default(kind):
+    default, switched = small_config(kind), small_config(kind, gelu="erf")
+    _assert_same_results(_run(switched), _run(default), ATTENTION_RTOL)
+    assert _lowered_grad_text(switched) != _lowered_grad_text(default)
 
 
 # ----------------------------------------------------------------------------------------------

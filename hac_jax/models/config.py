@@ -17,9 +17,12 @@ tolerances stated with it; tests/test_models_switches.py checks each):
 * ``attention="xla"`` / ``"cudnn"``: the towers' attention through
   ``jax.nn.dot_product_attention`` (``"cudnn"``: its fused GPU kernel, bfloat16/float16 only);
 * ``remat="full"`` / ``"dots"``: every transformer block under ``nn.remat`` (recomputed in the
-  backward pass; ``"dots"`` keeps the weight matmuls' outputs).
+  backward pass; ``"dots"`` keeps the weight matmuls' outputs);
+* ``gelu="erf"``: the blocks' exact GELU as ``x (1 + erf(x / sqrt 2)) / 2`` (PyTorch's formula)
+  instead of Flax's ``x erfc(-x / sqrt 2) / 2``; XLA:CPU evaluates ``erf`` about four times
+  faster than ``erfc`` (BENCHMARKS.md, "Against PyTorch MERU").
 
-The two switches added after the first releases (``attention``, ``remat``) default to ``None``,
+The switches added after the first releases (``attention``, ``remat``, ``gelu``) default to ``None``,
 which is today's computation; ``None`` fields are left out of a config's ``repr`` (which keys
 cached runs) as they are out of the settings fingerprints.
 """
@@ -39,6 +42,7 @@ from hac_jax.geometry import Geometry, get_geometry
 __all__ = [
     "ARCH_NAMES",
     "ATTENTION_IMPLS",
+    "GELU_FORMS",
     "IMAGENET_PIXEL_MEAN",
     "IMAGENET_PIXEL_STD",
     "KINDS",
@@ -71,6 +75,10 @@ ATTENTION_IMPLS = ("xla", "cudnn")
 # policy names; "full" saves nothing, "dots" the outputs of matmuls without batch dimensions,
 # i.e. of the weight matmuls, and recomputes attention, LayerNorm and GELU).
 REMAT_POLICIES = ("full", "dots")
+# ModelConfig.gelu: None = Flax's exact GELU, x * erfc(-x / sqrt(2)) / 2; "erf" = the same
+# function as PyTorch writes it, x * (1 + erf(x / sqrt(2))) / 2 (equal to float32 rounding, with
+# an absolute error below 1e-7 |x| where erfc keeps relative accuracy for x << 0).
+GELU_FORMS = ("erf",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +200,9 @@ class ModelConfig:
         :data:`REMAT_POLICIES`: every transformer block of both towers under ``nn.remat``, which
         trades recomputation for activation memory (same outputs and gradients; parameter
         names unchanged).
+      gelu: ``None`` (Flax's ``x erfc(-x / sqrt 2) / 2``) or ``"erf"`` (``x (1 + erf(x / sqrt
+        2)) / 2``, PyTorch's formula): the exact GELU of every block MLP, the same function to
+        float32 rounding.
     """
 
     kind: str = "meru"
@@ -208,6 +219,7 @@ class ModelConfig:
     precision: str = "default"
     attention: str | None = None
     remat: str | None = None
+    gelu: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -240,6 +252,8 @@ class ModelConfig:
             )
         if self.remat is not None and self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat {self.remat!r} is not None or one of {list(REMAT_POLICIES)}")
+        if self.gelu is not None and self.gelu not in GELU_FORMS:
+            raise ValueError(f"gelu {self.gelu!r} is not None or one of {list(GELU_FORMS)}")
 
     def __repr__(self) -> str:
         # The dataclass repr without the fields that are None (unset switches), so a config that

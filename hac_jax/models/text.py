@@ -39,6 +39,7 @@ class ResidualAttentionBlock(nn.Module):
     param_dtype: Any = jnp.float32
     precision: Any = None
     attention: str | None = None
+    gelu: str | None = None
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None) -> Array:
@@ -60,6 +61,7 @@ class ResidualAttentionBlock(nn.Module):
             "c_proj",
             fc1_std=self.fc_std,
             fc2_std=self.proj_std,
+            gelu=self.gelu,
             name="mlp",
             **kw,
         )(_layer_norm("ln_2", self.dtype, self.param_dtype)(x))
@@ -71,8 +73,8 @@ class TextTransformer(nn.Module):
     Sows (collection ``"intermediates"``): ``text_tokens_in`` (token + position embeddings),
     ``text_block_N`` and ``text_ln_final``, all ``(B, L, W)`` (every position, padding included).
 
-    ``attention`` and ``remat``: ``ModelConfig.attention`` / ``ModelConfig.remat`` (the blocks'
-    attention implementation and rematerialisation policy).
+    ``attention``, ``remat`` and ``gelu``: ``ModelConfig.attention`` / ``.remat`` / ``.gelu``
+    (the blocks' attention implementation, rematerialisation policy and GELU form).
     """
 
     config: TextConfig
@@ -81,6 +83,7 @@ class TextTransformer(nn.Module):
     precision: Any = None
     attention: str | None = None
     remat: str | None = None
+    gelu: str | None = None
 
     @nn.compact
     def __call__(self, tokens: Array) -> Array:
@@ -131,6 +134,7 @@ class TextTransformer(nn.Module):
                 self.param_dtype,
                 self.precision,
                 self.attention,
+                gelu=self.gelu,
                 name=f"resblocks_{i}",
             )(x, mask)
             self.sow("intermediates", f"text_block_{i}", x)

@@ -129,7 +129,7 @@ class _TwoTower(nn.Module):
     def setup(self) -> None:
         cfg = self.cfg
         kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, precision=cfg.lax_precision)
-        switches = dict(attention=cfg.attention, remat=cfg.remat)
+        switches = dict(attention=cfg.attention, remat=cfg.remat, gelu=cfg.gelu)
         self.visual = VisionTransformer(cfg.vision, **kw, **switches)
         self.textual = TextTransformer(cfg.text, **kw, **switches)
         # MERU initialises the projections with std = input width ** -0.5.

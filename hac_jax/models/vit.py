@@ -195,8 +195,19 @@ class FusedSelfAttention(nn.Module):
         )(out)
 
 
+def gelu(x: Array, form: str | None = None) -> Array:
+    """Exact GELU ``x Phi(x)`` in the form named by ``ModelConfig.gelu``: ``None`` Flax's
+    ``x erfc(-x / sqrt 2) / 2``, ``"erf"`` PyTorch's ``x (1 + erf(x / sqrt 2)) / 2``."""
+    if form is None:
+        return nn.gelu(x, approximate=False)
+    if form != "erf":
+        raise ValueError(f"unknown GELU form {form!r}")
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(1.0 / np.sqrt(2.0), x.dtype)))
+
+
 class Mlp(nn.Module):
-    """``fc2(GELU(fc1(x)))`` with exact GELU; layer names are configurable to mirror torch keys."""
+    """``fc2(GELU(fc1(x)))`` with exact GELU (``gelu``: its form, see :func:`gelu`); layer names
+    are configurable to mirror torch keys."""
 
     hidden_dim: int
     fc1_name: str = "fc1"
@@ -206,6 +217,7 @@ class Mlp(nn.Module):
     precision: Any = None
     fc1_std: float = 0.02
     fc2_std: float = 0.02
+    gelu: str | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -218,7 +230,7 @@ class Mlp(nn.Module):
             self.precision,
             self.fc1_std,
         )(x)
-        h = nn.gelu(h, approximate=False)
+        h = gelu(h, self.gelu)
         return _dense(
             width, self.fc2_name, self.dtype, self.param_dtype, self.precision, self.fc2_std
         )(h)
@@ -227,8 +239,8 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """timm's pre-LN ViT block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``.
 
-    ``attention``: the implementation of :class:`FusedSelfAttention`. Shapes: ``(B, N, D) ->
-    (B, N, D)``.
+    ``attention``: the implementation of :class:`FusedSelfAttention`; ``gelu``: the form of the
+    MLP's GELU (:func:`gelu`). Shapes: ``(B, N, D) -> (B, N, D)``.
     """
 
     heads: int
@@ -237,6 +249,7 @@ class Block(nn.Module):
     param_dtype: Any = jnp.float32
     precision: Any = None
     attention: str | None = None
+    gelu: str | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -244,7 +257,7 @@ class Block(nn.Module):
         x = x + FusedSelfAttention(
             self.heads, "qkv", "proj", attention=self.attention, name="attn", **kw
         )(_layer_norm("norm1", self.dtype, self.param_dtype)(x))
-        return x + Mlp(self.hidden_dim, "fc1", "fc2", name="mlp", **kw)(
+        return x + Mlp(self.hidden_dim, "fc1", "fc2", gelu=self.gelu, name="mlp", **kw)(
             _layer_norm("norm2", self.dtype, self.param_dtype)(x)
         )
 
@@ -266,8 +279,8 @@ class VisionTransformer(nn.Module):
     ``visual_block_N`` (output of block N), ``visual_norm`` (after the final norm), all
     ``(B, 1 + G*G, D)``, and ``visual_pooled`` ``(B, D)``.
 
-    ``attention`` and ``remat``: ``ModelConfig.attention`` / ``ModelConfig.remat`` (the blocks'
-    attention implementation and rematerialisation policy).
+    ``attention``, ``remat`` and ``gelu``: ``ModelConfig.attention`` / ``.remat`` / ``.gelu``
+    (the blocks' attention implementation, rematerialisation policy and GELU form).
     """
 
     config: VisionConfig
@@ -276,6 +289,7 @@ class VisionTransformer(nn.Module):
     precision: Any = None
     attention: str | None = None
     remat: str | None = None
+    gelu: str | None = None
 
     @nn.compact
     def __call__(self, images: Array) -> Array:
@@ -311,6 +325,7 @@ class VisionTransformer(nn.Module):
                 self.param_dtype,
                 self.precision,
                 self.attention,
+                gelu=self.gelu,
                 name=f"blocks_{i}",
             )(x)
             self.sow("intermediates", f"visual_block_{i}", x)
