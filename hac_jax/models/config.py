@@ -22,9 +22,9 @@ tolerances stated with it; tests/test_models_switches.py checks each):
   instead of Flax's ``x erfc(-x / sqrt 2) / 2``; XLA:CPU evaluates ``erf`` about four times
   faster than ``erfc`` (BENCHMARKS.md, "Against PyTorch MERU").
 
-The switches added after the first releases (``attention``, ``remat``, ``gelu``) default to ``None``,
-which is today's computation; ``None`` fields are left out of a config's ``repr`` (which keys
-cached runs) as they are out of the settings fingerprints.
+The switches added after the first releases (``attention``, ``remat``, ``gelu``) default to
+``None``, which is today's computation; ``None`` fields are left out of a config's ``repr``
+(which keys cached runs) as they are out of the settings fingerprints.
 """
 
 from __future__ import annotations
