@@ -6,8 +6,10 @@
 Measures, for the configured model and batch:
 
 * ``step_s``: seconds per jitted train step on a fixed, already-placed batch (data loading
-  excluded), median of ``--steps`` timed steps after compile and warm-up;
-* ``loop_img_per_s``: images/s of the same steps fed by the real data loader (loading included);
+  excluded), the median over 5 blocks of ``--steps / 5`` steps after compile and warm-up;
+* ``loop_img_per_s``: images/s of the same steps fed by the real data loader and placed on the
+  mesh as the training loop does (loading included), in blocks alternating with the step-only
+  ones; ``loop_ratio`` = loop throughput / step-only throughput;
 * ``step_flops``: FLOPs of one step from XLA's cost analysis of the compiled step;
 * ``matmul_flops_per_s``: the best float32 FLOP/s of a large square matmul on the same devices
   (the practical roofline of dense compute here);
@@ -54,7 +56,7 @@ def _flops(compiled) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def bench(config, steps: int = 20, warmup: int = 3) -> dict:
+def bench(config, steps: int = 20, warmup: int = 3, rounds: int = 5) -> dict:
     """Runs the measurements for ``config`` (a pretraining ConfigDict) in a scratch workdir."""
     import tempfile
 
@@ -81,22 +83,36 @@ def bench(config, steps: int = 20, warmup: int = 3) -> dict:
     for _ in range(warmup):
         state, m = compiled(state, batch)
     jax.block_until_ready(m)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        state, m = compiled(state, batch)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
 
-    t = time.perf_counter()
-    for _ in range(steps):
-        b = next(it)
-        state, m = compiled(
-            state, sharding.global_batch({k: b[k] for k in pretrain._BATCH_KEYS}, job.mesh)
-        )
-    jax.block_until_ready(m)
-    loop_s = (time.perf_counter() - t) / steps
+    def fixed_batch(state):
+        """Seconds per step on the placed batch (the step alone)."""
+        t = time.perf_counter()
+        for _ in range(block):
+            state, m = compiled(state, batch)
+        jax.block_until_ready(m)
+        return state, (time.perf_counter() - t) / block
+
+    def loader_fed(state):
+        """Seconds per step as the training loop runs it: the next batch from the loader,
+        placed on the mesh, then the step."""
+        t = time.perf_counter()
+        for _ in range(block):
+            b = next(it)
+            placed = sharding.global_batch({k: b[k] for k in pretrain._BATCH_KEYS}, job.mesh)
+            state, m = compiled(state, placed)
+        jax.block_until_ready(m)
+        return state, (time.perf_counter() - t) / block
+
+    # Blocks of `block` steps of each kind, alternating, so that background load hits both.
+    block = max(1, steps // rounds)
+    step_times, loop_times = [], []
+    for _ in range(rounds):
+        state, s = fixed_batch(state)
+        step_times.append(s)
+        state, s = loader_fed(state)
+        loop_times.append(s)
+    step_s = statistics.median(step_times)
+    loop_s = statistics.median(loop_times)
 
     peak = matmul_flops_per_s()
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
@@ -112,6 +128,7 @@ def bench(config, steps: int = 20, warmup: int = 3) -> dict:
         "step_s": step_s,
         "img_per_s": config.batch_size / step_s,
         "loop_img_per_s": config.batch_size / loop_s,
+        "loop_ratio": step_s / loop_s,
         "step_flops": step_flops,
         "step_flops_per_s": step_flops / step_s if step_flops else None,
         "matmul_flops_per_s": peak,
