@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -56,13 +57,14 @@ REPEATS = {"pairwise": 9, "train": 5, "infer": 7}  # timed repeats unless --repe
 
 
 class Worker:
-    """One benchmark worker process (``benchmarks/vs_meru/worker_<name>.py``)."""
+    """One benchmark worker process (``benchmarks/vs_meru/worker_<side>.py``, ``side`` torch or
+    jax) called ``name``."""
 
-    def __init__(self, name: str, python: str, env: dict[str, str], log_path: str):
+    def __init__(self, name: str, side: str, python: str, env: dict[str, str], log_path: str):
         self.name = name
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [python, "-u", os.path.join(WORKERS, f"worker_{name}.py")],
+            [python, "-u", os.path.join(WORKERS, f"worker_{side}.py")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -110,8 +112,25 @@ def alternate(entries: Sequence[tuple[str, Worker, str]], repeats: int, label: s
 class Run:
     """The workers, the settings and a scratch folder of one benchmark run."""
 
-    def __init__(self, args: argparse.Namespace, workdir: str, torch: Worker, jax: Worker):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        workdir: str,
+        torch: Worker,
+        jax: Worker,
+        variants: Sequence[tuple[str, Worker]] = (),
+    ):
         self.args, self.workdir, self.torch, self.jax = args, workdir, torch, jax
+        self.variants = list(variants)  # (label, worker) of further model settings of ours
+
+    @property
+    def ours(self) -> list[tuple[str, Worker]]:
+        """``("ours", worker)``, then ``("ours[label]", worker)`` of each variant."""
+        return [("ours", self.jax)] + [(f"ours[{label}]", w) for label, w in self.variants]
+
+    @property
+    def workers(self) -> list[Worker]:
+        return [self.torch] + [w for _, w in self.ours]
 
     def path(self, name: str) -> str:
         return os.path.join(self.workdir, name)
@@ -209,49 +228,50 @@ def bench_train(run: Run) -> dict:
                 warmup=a.warmup,
                 depth=a.depth,
             )
-            for w in (run.torch, run.jax)
+            for w in run.workers
         }
         print(f"  [train {kind}] ready: {json.dumps(setup)}", flush=True)
         # Same weights (MERU's, after its warm-up steps) and inputs: the same loss, or stop.
         n = min(a.train_batch, 4)
         weights = run.path(f"weights_{kind}.npz")
         theirs = run.torch.call("parity_dump", kind=kind, path=weights, n=n)
-        ours = run.jax.call(
-            "parity_check",
-            kind=kind,
-            path=weights,
-            images_path=images,
-            tokens_path=tokens,
-            n=n,
-            depth=a.depth,
-        )
+        parity = {"n": n, "meru": theirs}
+        for key, w in run.ours:
+            ours = w.call(
+                "parity_check",
+                kind=kind,
+                path=weights,
+                images_path=images,
+                tokens_path=tokens,
+                n=n,
+                depth=a.depth,
+            )
+            diff = abs(theirs["loss"] - ours["loss"])
+            print(
+                f"  [train {kind}] loss on the same weights: MERU {theirs['loss']:.7f}, "
+                f"{key} {ours['loss']:.7f}",
+                flush=True,
+            )
+            if diff > 1e-4 * max(1.0, abs(theirs["loss"])):
+                raise RuntimeError(f"{kind}: MERU and {key} compute different losses ({diff:.2e})")
+            parity[key] = {**ours, "loss_diff": diff}
         os.remove(weights)
-        loss_diff = abs(theirs["loss"] - ours["loss"])
-        print(
-            f"  [train {kind}] loss on the same weights: MERU {theirs['loss']:.7f}, "
-            f"ours {ours['loss']:.7f}",
-            flush=True,
-        )
-        if loss_diff > 1e-4 * max(1.0, abs(theirs["loss"])):
-            raise RuntimeError(f"{kind}: the two models compute different losses ({loss_diff:.2e})")
         timing = alternate(
-            [("meru", run.torch, f"train/{kind}"), ("ours", run.jax, f"train/{kind}")],
+            [("meru", run.torch, f"train/{kind}")]
+            + [(key, w, f"train/{kind}") for key, w in run.ours],
             a.repeats or REPEATS["train"],
             f"train {kind}",
         )
-        for w in (run.torch, run.jax):
+        for w in run.workers:
             w.call("free", prefix="train/")
-        step_s = timing["ours"]["median_s"]
-        flops = setup["jax"]["step_flops"]
-        out[kind] = {
-            "setup": setup,
-            "parity": {"n": n, "meru": theirs, "ours": ours, "loss_diff": loss_diff},
-            "timing": timing,
-            "ratios": {
-                f"train_{kind}_speed_ratio": timing["meru"]["median_s"] / step_s,
-                f"train_{kind}_roofline": flops / step_s / peak if flops else float("nan"),
-            },
-        }
+        ratios = {}
+        for key, w in run.ours:
+            tag = key[len("ours") :]
+            step_s = timing[key]["median_s"]
+            flops = setup[w.name]["step_flops"]
+            ratios[f"train_{kind}_speed_ratio{tag}"] = timing["meru"]["median_s"] / step_s
+            ratios[f"train_{kind}_roofline{tag}"] = flops / step_s / peak if flops else math.nan
+        out[kind] = {"setup": setup, "parity": parity, "timing": timing, "ratios": ratios}
     return out
 
 
@@ -264,20 +284,23 @@ def bench_infer(run: Run) -> dict:
             w.name: w.call(
                 "setup_infer", kind=kind, images_path=images, warmup=a.warmup, depth=a.depth
             )
-            for w in (run.torch, run.jax)
+            for w in run.workers
         }
         timing = alternate(
-            [("meru", run.torch, f"infer/{kind}"), ("ours", run.jax, f"infer/{kind}")],
+            [("meru", run.torch, f"infer/{kind}")]
+            + [(key, w, f"infer/{kind}") for key, w in run.ours],
             a.repeats or REPEATS["infer"],
             f"infer {kind}",
         )
-        for w in (run.torch, run.jax):
+        for w in run.workers:
             w.call("free", prefix="infer/")
+        meru_s = timing["meru"]["median_s"]
         out[kind] = {
             "setup": setup,
             "timing": timing,
             "ratios": {
-                f"infer_{kind}_speed_ratio": timing["meru"]["median_s"] / timing["ours"]["median_s"]
+                f"infer_{kind}_speed_ratio{key[len('ours') :]}": meru_s / timing[key]["median_s"]
+                for key, _ in run.ours
             },
         }
     return out
@@ -321,22 +344,34 @@ def table(results: dict) -> str:
         for kind in KINDS if r else ():
             if kind not in r:
                 continue
-            t, j = r[kind]["timing"]["meru"]["median_s"], r[kind]["timing"]["ours"]["median_s"]
-            b = r["batch"]
-            rows.append(
-                (
-                    f"{what} {kind.upper()} ViT-S B={b} depth={r['depth']} (img/s)",
-                    f"{b / t:.2f}",
-                    f"{b / j:.2f}",
-                    f"{t / j:.2f}x",
+            b, t = r["batch"], r[kind]["timing"]["meru"]["median_s"]
+            for key, timing in r[kind]["timing"].items():
+                if key == "meru":
+                    continue
+                j = timing["median_s"]
+                rows.append(
+                    (
+                        f"{what} {kind.upper()} ViT-S B={b} depth={r['depth']} img/s "
+                        f"{key[len('ours') :]}".rstrip(),
+                        f"{b / t:.2f}",
+                        f"{b / j:.2f}",
+                        f"{t / j:.2f}x",
+                    )
                 )
-            )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def _overrides(p: argparse.ArgumentParser, text: str) -> dict[str, str]:
+    pairs = [kv for kv in text.split(",") if kv]
+    bad = [kv for kv in pairs if "=" not in kv]
+    if bad:
+        p.error(f"model overrides are k=v pairs, got {bad[0]!r}")
+    return dict(kv.split("=", 1) for kv in pairs)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -355,6 +390,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--infer-batch", type=int, default=64)
     p.add_argument("--depth", type=int, default=None, help="blocks per tower (default: 12)")
     p.add_argument("--jax-model", default="", help="model overrides of our side, k=v,k=v")
+    p.add_argument(
+        "--jax-variant",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V]",
+        help="also time our model with these overrides (train, infer); repeatable",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the set-up")
     p.add_argument("--out", default="", help="write the results JSON here")
     a = p.parse_args(argv)
@@ -371,7 +413,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if bad or not a.models:
         p.error(f"--models takes meru and/or clip, got {a.models}")
     a.infer_models = ["meru"]
-    a.jax_model = dict(kv.split("=", 1) for kv in a.jax_model.split(",") if kv)
+    a.jax_model = _overrides(p, a.jax_model)
+    a.jax_variant = [(v, {**a.jax_model, **_overrides(p, v)}) for v in a.jax_variant]
     if a.threads < 1 or a.threads > len(os.sched_getaffinity(0)):
         p.error(f"--threads must be in [1, {len(os.sched_getaffinity(0))}], got {a.threads}")
     if a.smoke:
@@ -400,25 +443,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         BENCH_JAX_MODEL=json.dumps(a.jax_model),
     )
     start = time.perf_counter()
-    torch = Worker("torch", a.torch_python, env, os.path.join(workdir, "torch.log"))
-    jax = Worker("jax", sys.executable, env, os.path.join(workdir, "jax.log"))
+    torch = Worker("torch", "torch", a.torch_python, env, os.path.join(workdir, "torch.log"))
+    jax = Worker("jax", "jax", sys.executable, env, os.path.join(workdir, "jax.log"))
+    variants = []
+    for i, (label, overrides) in enumerate(a.jax_variant, start=1):
+        variant_env = dict(env, BENCH_JAX_MODEL=json.dumps(overrides))
+        log = os.path.join(workdir, f"jax{i}.log")
+        variants.append((label, Worker(f"jax[{label}]", "jax", sys.executable, variant_env, log)))
+    run = Run(a, workdir, torch, jax, variants)
     results: dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "argv": list(sys.argv[1:] if argv is None else argv),
         "settings": {k: v for k, v in vars(a).items() if k not in ("meru_dir", "torch_python")},
+        "variants": {f"ours[{label}]": overrides for label, overrides in a.jax_variant},
     }
     try:
-        results["info"] = {w.name: w.call("info") for w in (torch, jax)}
+        results["info"] = {w.name: w.call("info") for w in run.workers}
         print(f"[bench] workers: {json.dumps(results['info'])}", flush=True)
-        run = Run(a, workdir, torch, jax)
         for name in a.benches:
             t = time.perf_counter()
             print(f"[bench] {name}", flush=True)
             results[name] = BENCHES[name](run)
             results[name]["wall_s"] = time.perf_counter() - t
     finally:
-        torch.close()
-        jax.close()
+        for w in run.workers:
+            w.close()
     results["wall_s"] = time.perf_counter() - start
     results["ratios"] = ratios(results)
     if a.out:
