@@ -18,13 +18,15 @@ tolerances stated with it; tests/test_models_switches.py checks each):
   ``jax.nn.dot_product_attention`` (``"cudnn"``: its fused GPU kernel, bfloat16/float16 only);
 * ``remat="full"`` / ``"dots"``: every transformer block under ``nn.remat`` (recomputed in the
   backward pass; ``"dots"`` keeps the weight matmuls' outputs);
-* ``gelu="erf"``: the blocks' exact GELU as ``x (1 + erf(x / sqrt 2)) / 2`` (PyTorch's formula)
-  instead of Flax's ``x erfc(-x / sqrt 2) / 2``; XLA:CPU evaluates ``erf`` about four times
-  faster than ``erfc`` (BENCHMARKS.md, "Against PyTorch MERU").
+* ``gelu="erfc"``: the blocks' exact GELU as Flax writes it, ``x erfc(-x / sqrt 2) / 2``,
+  instead of PyTorch's ``x (1 + erf(x / sqrt 2)) / 2`` (the default: XLA:CPU evaluates erf
+  several times faster than erfc; BENCHMARKS.md, "Against PyTorch MERU").
 
 The switches added after the first releases (``attention``, ``remat``, ``gelu``) default to
-``None``, which is today's computation; ``None`` fields are left out of a config's ``repr``
-(which keys cached runs) as they are out of the settings fingerprints.
+``None``, which is the first releases' computation for ``attention`` and ``remat`` and the erf
+form of GELU (the first releases used the erfc form; runs are keyed by their compiled programs,
+so cached runs of the old form are not reused for the new); ``None`` fields are left out of a
+config's ``repr`` as they are out of the settings fingerprints.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ ATTENTION_IMPLS = ("xla", "cudnn")
 # policy names; "full" saves nothing, "dots" the outputs of matmuls without batch dimensions,
 # i.e. of the weight matmuls, and recomputes attention, LayerNorm and GELU).
 REMAT_POLICIES = ("full", "dots")
-# ModelConfig.gelu: None = Flax's exact GELU, x * erfc(-x / sqrt(2)) / 2; "erf" = the same
-# function as PyTorch writes it, x * (1 + erf(x / sqrt(2))) / 2 (equal to float32 rounding, with
-# an absolute error below 1e-7 |x| where erfc keeps relative accuracy for x << 0).
-GELU_FORMS = ("erf",)
+# ModelConfig.gelu: None = the exact GELU as PyTorch writes it, x * (1 + erf(x / sqrt(2))) / 2;
+# "erfc" = the same function as Flax writes it, x * erfc(-x / sqrt(2)) / 2 (equal to float32
+# rounding; erfc keeps relative accuracy where GELU(x) < 1e-7 |x|, i.e. x < -5).
+GELU_FORMS = ("erfc",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,9 +202,9 @@ class ModelConfig:
         :data:`REMAT_POLICIES`: every transformer block of both towers under ``nn.remat``, which
         trades recomputation for activation memory (same outputs and gradients; parameter
         names unchanged).
-      gelu: ``None`` (Flax's ``x erfc(-x / sqrt 2) / 2``) or ``"erf"`` (``x (1 + erf(x / sqrt
-        2)) / 2``, PyTorch's formula): the exact GELU of every block MLP, the same function to
-        float32 rounding.
+      gelu: ``None`` (PyTorch's ``x (1 + erf(x / sqrt 2)) / 2``) or ``"erfc"`` (Flax's ``x
+        erfc(-x / sqrt 2) / 2``): the exact GELU of every block MLP, the same function to float32
+        rounding; XLA:CPU evaluates the erf form faster (BENCHMARKS.md).
     """
 
     kind: str = "meru"

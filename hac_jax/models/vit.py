@@ -196,11 +196,11 @@ class FusedSelfAttention(nn.Module):
 
 
 def gelu(x: Array, form: str | None = None) -> Array:
-    """Exact GELU ``x Phi(x)`` in the form named by ``ModelConfig.gelu``: ``None`` Flax's
-    ``x erfc(-x / sqrt 2) / 2``, ``"erf"`` PyTorch's ``x (1 + erf(x / sqrt 2)) / 2``."""
-    if form is None:
+    """Exact GELU ``x Phi(x)`` in the form named by ``ModelConfig.gelu``: ``None`` PyTorch's
+    ``x (1 + erf(x / sqrt 2)) / 2``, ``"erfc"`` Flax's ``x erfc(-x / sqrt 2) / 2``."""
+    if form == "erfc":
         return nn.gelu(x, approximate=False)
-    if form != "erf":
+    if form is not None:
         raise ValueError(f"unknown GELU form {form!r}")
     return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(1.0 / np.sqrt(2.0), x.dtype)))
 
