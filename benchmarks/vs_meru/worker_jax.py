@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]  # proto; the repository root
 import proto  # noqa: E402
 
 proto.pin(int(os.environ.get("BENCH_THREADS", "2")))
@@ -22,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_train import _flops, matmul_flops_per_s  # noqa: E402
 from hac_jax import models  # noqa: E402
 from hac_jax.eval import encode  # noqa: E402
 from hac_jax.geometry import lorentz  # noqa: E402
@@ -73,18 +75,9 @@ def dump_pairwise(path: str) -> dict:
     return {}
 
 
-def peak_matmul(n: int = 2048, repeats: int = 5) -> dict:
-    """The best float32 FLOP/s of an ``(n, n) @ (n, n)`` matmul here (``2 n^3`` FLOPs): the
-    practical roofline of dense compute on these cores."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f(a).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return {"flops_per_s": 2 * n**3 / best}
+def peak_matmul() -> dict:
+    """The best float32 matmul FLOP/s here: the practical roofline of dense compute."""
+    return {"flops_per_s": matmul_flops_per_s()}
 
 
 def _cfg(kind: str, depth: int | None) -> models.ModelConfig:
@@ -92,13 +85,6 @@ def _cfg(kind: str, depth: int | None) -> models.ModelConfig:
     if depth is not None:
         over.update(vision_depth=depth, text_depth=depth)
     return models.get_arch("vit_s", kind=kind, **over)
-
-
-def _flops(compiled) -> float | None:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def setup_train(kind: str, images_path: str, tokens_path: str, warmup: int, depth=None) -> dict:
