@@ -97,12 +97,15 @@ def _stats(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "all_s": times}
 
 
-def alternate(entries: Sequence[tuple[str, Worker, str]], repeats: int, label: str) -> dict:
+def alternate(
+    entries: Sequence[tuple[str, Worker, str]], repeats: int, label: str, settle: float = 0.0
+) -> dict:
     """Times ``entries`` = ``[(key, worker, registered name)]`` ``repeats`` times each, in turn,
-    the order reversed every other repeat."""
+    the order reversed every other repeat, with ``settle`` idle seconds before each call."""
     times: dict[str, list[float]] = {key: [] for key, _, _ in entries}
     for i in range(repeats):
         for key, worker, name in entries if i % 2 == 0 else entries[::-1]:
+            time.sleep(settle)
             times[key].append(worker.call("time", name=name)["s"])
         done = ", ".join(f"{k} {times[k][-1]:.3f} s" for k, _, _ in entries)
         print(f"  [{label}] repeat {i + 1}/{repeats}: {done}", flush=True)
@@ -181,6 +184,7 @@ def bench_pairwise(run: Run) -> dict:
         ],
         a.repeats or REPEATS["pairwise"],
         "pairwise",
+        a.settle,
     )
     for w in (run.torch, run.jax):
         w.call("free", prefix="pairwise/")
@@ -261,6 +265,7 @@ def bench_train(run: Run) -> dict:
             + [(key, w, f"train/{kind}") for key, w in run.ours],
             a.repeats or REPEATS["train"],
             f"train {kind}",
+            a.settle,
         )
         for w in run.workers:
             w.call("free", prefix="train/")
@@ -291,6 +296,7 @@ def bench_infer(run: Run) -> dict:
             + [(key, w, f"infer/{kind}") for key, w in run.ours],
             a.repeats or REPEATS["infer"],
             f"infer {kind}",
+            a.settle,
         )
         for w in run.workers:
             w.call("free", prefix="infer/")
@@ -384,6 +390,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads (and cores) per framework")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 9/5/7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repeats after set-up")
+    p.add_argument("--settle", type=float, default=0.0, help="idle seconds before each repeat")
     p.add_argument("--models", default="meru,clip", help="train: meru and/or clip")
     p.add_argument("--n", type=int, default=4096, help="pairwise: points per side")
     p.add_argument("--train-batch", type=int, default=32)
