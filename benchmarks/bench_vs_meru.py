@@ -135,6 +135,20 @@ class Run:
     def workers(self) -> list[Worker]:
         return [self.torch] + [w for _, w in self.ours]
 
+    def time_each(self, bench: str, kind: str) -> dict:
+        """Times ``<bench>/<kind>`` on MERU's worker (key ``"meru"``) and each of ours
+        (:attr:`ours`) with :func:`alternate`, then frees what the set-up of ``bench`` held."""
+        name = f"{bench}/{kind}"
+        timing = alternate(
+            [("meru", self.torch, name)] + [(key, w, name) for key, w in self.ours],
+            self.args.repeats or REPEATS[bench],
+            f"{bench} {kind}",
+            self.args.settle,
+        )
+        for w in self.workers:
+            w.call("free", prefix=f"{bench}/")
+        return timing
+
     def path(self, name: str) -> str:
         return os.path.join(self.workdir, name)
 
@@ -260,15 +274,7 @@ def bench_train(run: Run) -> dict:
                 raise RuntimeError(f"{kind}: MERU and {key} compute different losses ({diff:.2e})")
             parity[key] = {**ours, "loss_diff": diff}
         os.remove(weights)
-        timing = alternate(
-            [("meru", run.torch, f"train/{kind}")]
-            + [(key, w, f"train/{kind}") for key, w in run.ours],
-            a.repeats or REPEATS["train"],
-            f"train {kind}",
-            a.settle,
-        )
-        for w in run.workers:
-            w.call("free", prefix="train/")
+        timing = run.time_each("train", kind)
         ratios = {}
         for key, w in run.ours:
             tag = key[len("ours") :]
@@ -291,15 +297,7 @@ def bench_infer(run: Run) -> dict:
             )
             for w in run.workers
         }
-        timing = alternate(
-            [("meru", run.torch, f"infer/{kind}")]
-            + [(key, w, f"infer/{kind}") for key, w in run.ours],
-            a.repeats or REPEATS["infer"],
-            f"infer {kind}",
-            a.settle,
-        )
-        for w in run.workers:
-            w.call("free", prefix="infer/")
+        timing = run.time_each("infer", kind)
         meru_s = timing["meru"]["median_s"]
         out[kind] = {
             "setup": setup,
