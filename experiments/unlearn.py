@@ -22,6 +22,11 @@ schema read by :mod:`hac_jax.report`), ``arrays/*.npz`` and a report (``report/r
 Bad input (unknown concept or method, empty forget set, one covering every class, a missing
 model, a method not defined on the model's geometry, retrain without a pretraining config) is
 reported in one line with exit status 2 before any unlearning step runs.
+
+The same command runs as several JAX processes (``config.distributed``, README "Many hosts"):
+every unlearning and Retrain run is computed by all of them together (each reads its share of
+every batch), process 0 decides which runs are cached and alone audits, writes the cache, the
+results and the report, and prints.
 """
 
 from __future__ import annotations
@@ -213,13 +218,17 @@ def prepare(config: Any, workdir: str) -> Job:
         retrain_config = _retrain_base_config(config)
 
     from hac_jax import data as hdata
+    from hac_jax.training import sharding
 
     group_captions = str(config.get("group_captions", "exclude"))
     if group_captions not in hdata.GROUP_CAPTION_POLICIES:
         raise ValueError(
             f"group_captions must be one of {hdata.GROUP_CAPTION_POLICIES}, got {group_captions!r}"
         )
-    data = hdata.load_data(config.data)
+    sharding.maybe_initialize_distributed(**sharding.distributed_options(config))
+    data = sharding.main_process_first(
+        "unlearn: data prepared", lambda: hdata.load_data(config.data)
+    )
     # built and checked once: known names, at least one class, not every class
     forget = [hdata.ForgetSet.of(data.hierarchy, names) for names in forget_sets]
     forget_ids = [fs.class_ids for fs in forget]
@@ -347,14 +356,15 @@ def _cache_dir(job: Job) -> str:
     return os.path.abspath(d) if d else os.path.join(job.workdir, "cache")
 
 
-def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, Any]]:
+def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, Any]] | None:
     """Retrain on the retain classes with the pretraining recipe; returns the parameters and
-    their cost. The run lives in ``<retrain.dir>/<kind>_<forget>_s<seed>_<key>``, ``key`` the
+    their cost (in process 0; ``None`` in the others, which only take part in training). The
+    run lives in ``<retrain.dir>/<kind>_<forget>_s<seed>_<key>``, ``key`` the
     fingerprint of everything that determines it (:func:`hac_jax.training.pretrain.run_fingerprint`:
     settings, classes, data, compiled step), so a finished Retrain is reused exactly when it is
     the same computation, and an interrupted one resumes from its checkpoints."""
     from hac_jax.models.pretrained import load_pretrained
-    from hac_jax.training import pretrain
+    from hac_jax.training import pretrain, sharding
 
     cfg = job.retrain_config.copy_and_resolve_references()
     with cfg.unlocked():
@@ -369,8 +379,13 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
     tjob.workdir = workdir
     export = os.path.join(workdir, "pretrained")
     cost_path = os.path.join(workdir, "cost.json")
-    if not os.path.exists(cost_path):
-        print(f"[unlearn] retrain {kind} without {names}, seed {seed}: {workdir}", flush=True)
+    status = sharding.main_decides(
+        f"unlearn: {workdir}", lambda: "cached" if os.path.exists(cost_path) else "compute"
+    )
+    main = sharding.is_main_process()
+    if status == "compute":
+        if main:
+            print(f"[unlearn] retrain {kind} without {names}, seed {seed}: {workdir}", flush=True)
         t0 = time.perf_counter()
         pretrain.run(tjob)
         examples = int(cfg.total_steps) * int(cfg.batch_size)
@@ -381,7 +396,10 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
             "backward_examples": examples,
             "seconds": time.perf_counter() - t0,
         }
-        write_text(cost_path, json.dumps(cost) + "\n")
+        if main:
+            write_text(cost_path, json.dumps(cost) + "\n")
+    if not main:
+        return None
     with open(cost_path) as f:
         cost = json.load(f)
     return load_pretrained(export).params, cost
@@ -389,17 +407,24 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
 
 def _unlearned_model(
     job: Job, row: Row, k: int, seed: int, settings: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]] | None:
     """The parameters of one (forget set, row, seed) and their cost record, from the model cache
-    (``<cache_dir>/models/<...>_<key>``, a directory ``load_pretrained`` reads) or computed."""
+    (``<cache_dir>/models/<...>_<key>``, a directory ``load_pretrained`` reads) or computed (by
+    every process; ``None`` in all but process 0)."""
     from hac_jax.models.pretrained import load_pretrained, save_pretrained
+    from hac_jax.training import sharding
     from hac_jax.unlearning.loop import unlearn
 
     names, pre = job.forget_sets[k], job.pretrained
     if row.method == "original":
+        if not sharding.is_main_process():
+            return None
         return pre.params, {"steps": 0, "examples": 0, "seconds": 0.0, "passes": {}}
     if row.method == "retrain":
-        params, cost = _retrain(job, names, seed)
+        retrained = _retrain(job, names, seed)
+        if retrained is None:
+            return None
+        params, cost = retrained
         examples = int(cost.get("examples", 0))
         passes = {"forward_examples": examples, "backward_examples": examples}
         return params, {**cost, "passes": cost.get("passes", passes)}
@@ -408,12 +433,19 @@ def _unlearned_model(
         _cache_dir(job), "models", f"{pre.config.kind}_{slug(names)}_{row.name}_s{seed}_{key[:16]}"
     )
     record_path = os.path.join(model_dir, "run.json")
-    if os.path.exists(record_path):
+    status = sharding.main_decides(
+        f"unlearn: {key}", lambda: "cached" if os.path.exists(record_path) else "compute"
+    )
+    main = sharding.is_main_process()
+    if status == "cached":
+        if not main:
+            return None
         with open(record_path) as f:
             cost = json.load(f)["cost"]
         print(f"[unlearn] cached model: {row.name} on {names}, seed {seed}", flush=True)
         return load_pretrained(model_dir).params, cost
-    print(f"[unlearn] {row.name} on {names}, seed {seed}", flush=True)
+    if main:
+        print(f"[unlearn] {row.name} on {names}, seed {seed}", flush=True)
     res = unlearn(
         pre.params,
         pre.config,
@@ -435,14 +467,18 @@ def _unlearned_model(
         "seconds": float(res.seconds),
         "passes": res.passes,
     }
-    save_pretrained(model_dir, res.params, pre.config, overwrite=True, info={"key": key})
+    params = sharding.host_values(res.params)  # a collective with several processes
+    if not main:
+        return None
+    save_pretrained(model_dir, params, pre.config, overwrite=True, info={"key": key})
     write_json(record_path, {"key": key, "settings": settings, "cost": cost})
-    return res.params, cost
+    return params, cost
 
 
-def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
+def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any] | None:
     """One (forget set, row, seed) run: the unlearned model (cached by :func:`model_key`), then
-    its audit (cached by :func:`audit_key`); returns the run's record."""
+    its audit (cached by :func:`audit_key`); returns the run's record (``None`` in processes
+    other than 0: they take part in computing the model only)."""
     import numpy as np
 
     from hac_jax import fingerprint
@@ -452,7 +488,10 @@ def run_one(job: Job, row: Row, k: int, seed: int) -> dict[str, Any]:
     names, ids = job.forget_sets[k], job.forget_ids[k]
     seed = seed if row.method != "original" else 0
     settings = resolved_settings(job, row, ids, seed)
-    params, cost = _unlearned_model(job, row, k, seed, settings)
+    model = _unlearned_model(job, row, k, seed, settings)
+    if model is None:
+        return None
+    params, cost = model
     params_hash = fingerprint.tree_fingerprint(params)
     key = audit_key(job, params_hash, ids)
     audits = os.path.join(_cache_dir(job), "audits")
@@ -573,8 +612,10 @@ def versus_retrain(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def run(job: Job) -> dict[str, Any]:
-    """Every (forget set, row, seed) run, then ``results.json``, arrays and the report."""
+    """Every (forget set, row, seed) run, then ``results.json``, arrays and the report (process
+    0; the others return ``{}`` once it has written them)."""
     from hac_jax import report
+    from hac_jax.training import sharding
 
     original = Row("original", "original", {}, {})
     runs = []
@@ -583,6 +624,9 @@ def run(job: Job) -> dict[str, Any]:
         for row in job.rows:
             for seed in job.seeds:
                 runs.append(run_one(job, row, k, seed))
+    if not sharding.is_main_process():
+        sharding.sync_processes("unlearn: results written")
+        return {}
     yardstick = versus_retrain(runs)
     arrays_dir = os.path.join(job.workdir, "arrays")
     os.makedirs(arrays_dir, exist_ok=True)
@@ -616,6 +660,7 @@ def run(job: Job) -> dict[str, Any]:
         )
         with open(paths["markdown"]) as f:
             print(f.read(), flush=True)
+    sharding.sync_processes("unlearn: results written")
     return results
 
 
@@ -630,8 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e).splitlines()[0] if str(e) else repr(e)
         print(f"error: {msg}", file=sys.stderr)
         return 2
-    run(job)
-    print(f"[unlearn] results: {os.path.join(job.workdir, 'results.json')}", flush=True)
+    if run(job):
+        print(f"[unlearn] results: {os.path.join(job.workdir, 'results.json')}", flush=True)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Pretraining as two real JAX processes joined over 127.0.0.1 (4 CPU devices each, gloo
-collectives), against a one-process run on 8 devices of the same config.
+"""Pretraining and unlearning as two real JAX processes joined over 127.0.0.1 (4 CPU devices
+each, gloo collectives), against one-process runs on 8 devices of the same configs.
 
 The two processes are started twice with the same command: the first time they stop after the
 checkpoint of step 3 (``--stop_after=3``), the second time both restore it and finish, evaluate
@@ -43,9 +43,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(args: list[str]) -> list[tuple[int, str]]:
-    """Runs ``python -m experiments.pretrain ARGS`` as the processes of one JAX run; returns
-    ``(exit status, output)`` per process id."""
+def _launch(args: list[str], module: str = "experiments.pretrain") -> list[tuple[int, str]]:
+    """Runs ``python -m MODULE ARGS`` as the processes of one JAX run; returns ``(exit status,
+    output)`` per process id."""
     port = _free_port()
     procs = []
     for pid in range(PROCESSES):
@@ -59,7 +59,7 @@ def _launch(args: list[str]) -> list[tuple[int, str]]:
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "experiments.pretrain", *args],
+                [sys.executable, "-m", module, *args],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -150,6 +150,59 @@ def test_two_processes_equal_one_process_on_eight_devices(tmp_path):
     )
     for key in ("image", "text", "logit_scale", "curv"):
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_unlearning_runner_as_two_processes_equals_one_process(tmp_path):
+    """``experiments.unlearn`` with HAC: the two processes compute every run together
+    and process 0 alone audits, caches, writes and prints; the audited metrics are those of the
+    one-process run on 8 devices."""
+    from experiments import unlearn as runner
+    from hac_jax.models import init_params, save_pretrained
+    from hac_jax.training import pretrain
+
+    data_dir = str(tmp_path / "tfds")
+    pre_config = config_utils.load_config(CONFIG_ARG)
+    pre_config.data.data_dir = data_dir
+    model_cfg = pretrain.build_model_config(pre_config)
+    model_dir = save_pretrained(
+        tmp_path / "pre" / "pretrained", init_params(model_cfg, 3), model_cfg
+    )
+
+    def argv(workdir):
+        return [
+            "--config=experiments/configs/unlearn.py:meru,smoke,data=shapes",
+            f"--workdir={workdir}",
+            f"--config.data.data_dir={data_dir}",
+            f"--config.pretrained={model_dir}",
+            "--config.forget=circle",
+            "--config.methods=hac",
+            "--config.report=False",
+        ]
+
+    assert runner.main(argv(tmp_path / "one")) == 0
+    first = _launch(argv(tmp_path / "two"), "experiments.unlearn")
+    assert [rc for rc, _ in first] == [0, 0], first
+    (_, main_out), (_, other_out) = first
+    assert "[unlearn] hac on ['circle'], seed 0" in main_out and "results:" in main_out
+    assert "[unlearn]" not in other_out and "[train]" not in other_out, other_out
+
+    def metrics(workdir):
+        results = json.loads((workdir / "results.json").read_text())
+        return {r["row"]: r["metrics"] for r in results["runs"]}
+
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert sorted(two) == ["hac", "original"]
+    for row, ref in one.items():
+        scalars = {k: v for k, v in ref.items() if isinstance(v, (int, float))}
+        assert len(scalars) > 10, row
+        got = {k: two[row][k] for k in scalars}
+        np.testing.assert_allclose(
+            [got[k] for k in sorted(scalars)],
+            [scalars[k] for k in sorted(scalars)],
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=row,
+        )
 
 
 @pytest.mark.parametrize(

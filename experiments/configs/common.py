@@ -1,4 +1,5 @@
-"""Settings shared by the experiment configs: the data block (``config.data``).
+"""Settings shared by the experiment configs: the data block (``config.data``) and how several
+JAX processes join (``config.distributed``).
 
 Pretraining, unlearning and the sweep read their data through ``hac_jax.data.load_data``, so
 they share one description of it; what differs between the runners (the smoke sizes, the keys
@@ -75,3 +76,19 @@ def data_config(
         data.shapes.test_per_class = smoke_shapes_test_per_class
         data.shapes.image_size = SMOKE_SHAPES_IMAGE_SIZE
     return data
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+    """How several JAX processes join (README "Many hosts",
+    ``hac_jax.training.sharding.maybe_initialize_distributed``): when ``mode`` is ``"on"``, or
+    ``"auto"`` and the settings or the environment show several (JAX_COORDINATOR_ADDRESS, SLURM,
+    Open MPI). Unset fields come from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID."""
+    return ml_collections.ConfigDict(
+        dict(
+            mode="auto",  # auto | on | off
+            coordinator_address=placeholder(str),  # host:port of process 0
+            num_processes=placeholder(int),
+            process_id=placeholder(int),
+        )
+    )

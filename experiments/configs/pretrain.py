@@ -15,7 +15,7 @@ own images: ``--config.data.name=image_folder --config.data.root=DIR`` (layouts 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from experiments.configs.common import data_config
+from experiments.configs.common import data_config, distributed_config
 from hac_jax.config_utils import parse_arg
 from hac_jax.training import optim
 
@@ -35,17 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.total_steps = 1500
     config.batch_size = 256  # global; split over hosts and the `data` mesh axis
     config.log_every = 50
-    # Several JAX processes (README "Many hosts"): joined when mode is "on", or "auto" and the
-    # settings or the environment show several (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI). Unset
-    # fields come from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
-    config.distributed = ml_collections.ConfigDict(
-        dict(
-            mode="auto",  # auto | on | off
-            coordinator_address=placeholder(str),  # host:port of process 0
-            num_processes=placeholder(int),
-            process_id=placeholder(int),
-        )
-    )
+    config.distributed = distributed_config()  # several JAX processes (README "Many hosts")
     config.donate = True  # the train step reuses the state's buffers for the new state
 
     # Mesh: (axis, size) pairs, -1 = the remaining devices. Add ("model", k) for large models

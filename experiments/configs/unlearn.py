@@ -36,7 +36,7 @@ experiments that share a run (E1's HAC is E2's k = 1 and E3's full HAC) compute 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from experiments.configs.common import data_config
+from experiments.configs.common import data_config, distributed_config
 from hac_jax.config_utils import parse_arg
 from hac_jax.report import HIERARCHY_COLUMNS
 
@@ -138,6 +138,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # pretrained export) on the retain classes, one cached run per forget set and seed.
     config.retrain = ml_collections.ConfigDict(dict(config=placeholder(str), dir="runs/retrain"))
     config.cache_dir = "runs/unlearn_cache"  # finished runs, shared by the experiments
+    config.distributed = distributed_config()  # several JAX processes (README "Many hosts")
     config.report = True
     # report columns (comma-separated metric names; empty: hac_jax.report.DEFAULT_COLUMNS)
     config.report_columns = ",".join(HIERARCHY_COLUMNS) if arg.exp == "e4" else ""

@@ -49,6 +49,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,9 +172,11 @@ def _loader(
 ) -> Any:
     from hac_jax import data as hdata
 
+    # An audit reads the whole split in the process that runs it, whatever the process count.
     return hdata.make_loader(
         data,
         split,
+        shard_options=grain.sharding.NoSharding(),
         batch_size=batch_size,
         seed=seed,
         shuffle=shuffle,

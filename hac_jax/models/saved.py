@@ -199,7 +199,6 @@ def write_converted(
       The absolute path written.
     """
     import jax
-    import orbax.checkpoint as ocp
 
     target = check_output_dir(output, overwrite)
     config_dict = config if isinstance(config, Mapping) else config_to_dict(config)
@@ -217,12 +216,7 @@ def write_converted(
         host_params = jax.tree.map(np.asarray, jax.device_get(dict(params)))
         # Host arrays written by this process alone: in a multi-process run (where only process 0
         # exports) orbax would otherwise wait for the other processes to join the save.
-        this_process = jax.process_index()
-        checkpointer = ocp.StandardCheckpointer(
-            multiprocessing_options=ocp.options.MultiprocessingOptions(
-                primary_host=this_process, active_processes={this_process}
-            )
-        )
+        checkpointer = _this_process_checkpointer()
         try:
             checkpointer.save(tmp / PARAMS_DIR, host_params)
             checkpointer.wait_until_finished()
@@ -240,6 +234,21 @@ def write_converted(
             _rmdir_if_empty(directory)
         raise
     return target
+
+
+def _this_process_checkpointer() -> Any:
+    """An orbax checkpointer that reads and writes host arrays in this process alone, without
+    the cross-process synchronisation orbax does by default in a multi-process run (where a
+    process may save or load an export the others never touch)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    this_process = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=this_process, active_processes={this_process}
+        )
+    )
 
 
 def _make_parents(parent: Path, created: list[Path]) -> None:
@@ -286,7 +295,6 @@ def read_converted(path: str | os.PathLike) -> ConvertedCheckpoint:
       FileNotFoundError: ``path`` does not exist.
       CheckpointError: not a converted directory, or one of its files is unreadable.
     """
-    import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
     if not path.exists():
@@ -303,7 +311,7 @@ def read_converted(path: str | os.PathLike) -> ConvertedCheckpoint:
             f"{path}: unsupported format {info.get('format')!r} version "
             f"{info.get('format_version')!r}; expected {FORMAT_NAME!r} version {FORMAT_VERSION}"
         )
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = _this_process_checkpointer()
     try:
         params = checkpointer.restore(path / PARAMS_DIR)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files

@@ -288,12 +288,14 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Jo
     ``ValueError`` / ``FileNotFoundError`` with a one-line message, before training starts.
     """
     validate_config(config)
-    sharding.maybe_initialize_distributed(**_distributed_options(config))
+    sharding.maybe_initialize_distributed(**sharding.distributed_options(config))
     workdir = os.path.abspath(os.fspath(workdir))
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise NotADirectoryError(f"workdir {workdir!r} is a file")
     model_cfg = build_model_config(config)
-    data = _load_data(config.data)
+    data = sharding.main_process_first(
+        "pretrain: data prepared", lambda: hdata.load_data(config.data)
+    )
     n_dev = config.get("num_devices")
     if n_dev is not None and not 0 < n_dev <= jax.device_count():
         raise ValueError(f"num_devices must be in [1, {jax.device_count()}], got {n_dev}")
@@ -471,28 +473,6 @@ def _train_loader(
         shard_options=shard_options,
         worker_count=config.data.get("worker_count", 0),
     )
-
-
-def _load_data(cfg: ml_collections.ConfigDict) -> hdata.HierDataset:
-    """``hdata.load_data(cfg)``; with several processes process 0 prepares the data first and
-    the others then read its copy (on a shared disk) or prepare their own."""
-    if jax.process_count() == 1:
-        return hdata.load_data(cfg)
-    if sharding.is_main_process():
-        data = hdata.load_data(cfg)
-        sharding.sync_processes("pretrain: data prepared")
-        return data
-    sharding.sync_processes("pretrain: data prepared")
-    return hdata.load_data(cfg)
-
-
-def _distributed_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Keyword arguments of ``sharding.maybe_initialize_distributed`` from ``config.distributed``
-    (a group of mode / coordinator_address / num_processes / process_id, or a mode alone)."""
-    block = config.get("distributed", "auto")
-    if isinstance(block, ml_collections.ConfigDict):
-        return block.to_dict()
-    return {"mode": block}
 
 
 def _train_classes(cfg: ml_collections.ConfigDict, hierarchy: Any) -> tuple[int, ...] | None:

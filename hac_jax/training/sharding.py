@@ -15,7 +15,9 @@ Several processes (one per host, or several on one machine) join with
 process count and process id come from the arguments (the config) or from
 ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, and are left to JAX's
 cluster detection on SLURM, Open MPI and TPU pod slices. On CPU the processes' collectives run
-over gloo.
+over gloo. Work that one process does for all (preparing data, deciding whether a cached result
+exists) goes through :func:`main_process_first` and :func:`main_decides`, which wait on the
+coordination service rather than in a device collective.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ __all__ = [
     "DATA_AXIS",
     "ProcessLayout",
     "batch_sharding",
+    "distributed_options",
     "global_batch",
     "host_values",
     "is_main_process",
+    "main_decides",
+    "main_process_first",
     "make_mesh",
     "maybe_initialize_distributed",
     "param_shardings",
@@ -225,6 +230,18 @@ def maybe_initialize_distributed(
     return True
 
 
+def distributed_options(config: Any) -> dict[str, Any]:
+    """Keyword arguments of :func:`maybe_initialize_distributed` from a run config's
+    ``distributed`` entry (a group of mode / coordinator_address / num_processes / process_id,
+    or a mode alone; absent: ``"auto"``)."""
+    block = config.get("distributed", "auto")
+    if hasattr(block, "to_dict"):
+        return block.to_dict()
+    if isinstance(block, Mapping):
+        return dict(block)
+    return {"mode": block}
+
+
 def is_main_process() -> bool:
     """Whether this is process 0, the one that writes logs, reports and exports."""
     return jax.process_index() == 0
@@ -241,7 +258,51 @@ def sync_processes(name: str, timeout_s: int = 3600) -> None:
         return
     from jax._src import distributed
 
-    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
+    distributed.global_state.client.wait_at_barrier(_unique(name), timeout_in_ms=timeout_s * 1000)
+
+
+_NAME_USES: dict[str, int] = {}
+
+
+def _unique(name: str) -> str:
+    """``name`` with the count of its earlier uses in this process (``"a"``, ``"a#1"``, ...):
+    the coordination service's barriers and keys are single-use, and every process passes the
+    same points in the same order, so the counts agree."""
+    uses = _NAME_USES.get(name, 0)
+    _NAME_USES[name] = uses + 1
+    return name if uses == 0 else f"{name}#{uses}"
+
+
+def main_process_first(name: str, fn: Any) -> Any:
+    """``fn()`` in every process, process 0 first: the others start once it has returned (e.g.
+    process 0 prepares a data set on the shared disk, the others then read it). ``name`` names
+    the barrier."""
+    if jax.process_count() == 1:
+        return fn()
+    if is_main_process():
+        value = fn()
+        sync_processes(name)
+        return value
+    sync_processes(name)
+    return fn()
+
+
+def main_decides(name: str, fn: Any, timeout_s: int = 3600) -> str:
+    """``fn()`` (a string) as process 0 computes it, in every process: process 0 publishes it
+    under ``name`` in the coordination service and the others wait for it (up to ``timeout_s``,
+    e.g. while process 0 audits a model). Every process then takes the same branch, e.g. "this
+    run is cached" or "compute it together", whatever its own view of the disk. ``name`` is
+    the same in every process (repeated names are counted, as in :func:`sync_processes`)."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax._src import distributed
+
+    client, key = distributed.global_state.client, f"hac_jax/{_unique(name)}"
+    if is_main_process():
+        value = str(fn())
+        client.key_value_set(key, value)
+        return value
+    return client.blocking_key_value_get(key, timeout_s * 1000)
 
 
 def make_mesh(axes: Sequence[tuple[str, int]], devices: Sequence[Any] | None = None) -> Mesh:
