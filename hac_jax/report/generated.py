@@ -2,7 +2,7 @@
 
 A block is the text between two marker lines; the opening marker's spec names what produces it::
 
-    <!-- generated: table=main results=results/e1_clip.json columns=FA,RA -->
+    <!-- generated: table=main results=results/e1_clip_012.json columns=FA,RA -->
 
     ### Forget set: sneaker (k=1)
     ...
