@@ -196,6 +196,10 @@ def test_both_gelu_forms_are_the_exact_gelu_in_float64():
 def test_erfc_gelu_matches_the_default(kind):
     default, switched = small_config(kind), small_config(kind, gelu="erfc")
     _assert_same_results(_run(switched), _run(default), ATTENTION_RTOL)
+
+
+def test_erfc_gelu_is_a_different_program():
+    default, switched = small_config("meru"), small_config("meru", gelu="erfc")
     assert _lowered_grad_text(switched) != _lowered_grad_text(default)
 
 

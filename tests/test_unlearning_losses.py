@@ -232,9 +232,11 @@ def test_excluded_pairs_change_no_loss_of_ac_or_hac():
     parent = jnp.asarray(rng.normal(size=(n, 4)) * 0.3, jnp.float32)
     perm, valid = common.wrong_positives(**b, pool="retain", rng=jax.random.key(1))
 
-    def losses_at(u, v):
+    def losses_at(u, v, names=("ac_sphere", "ac_lorentz", "hac")):
         out = {}
         for name, geometry in (("sphere", SPHERE), ("lorentz", LORENTZ)):
+            if f"ac_{name}" not in names:
+                continue
             uu, vv = (geometry.project(x, 1.0) for x in (u, v))
             out[f"ac_{name}"] = ac.ac_loss_from_embeddings(
                 uu,
@@ -249,6 +251,8 @@ def test_excluded_pairs_change_no_loss_of_ac_or_hac():
                 valid=valid,
                 is_retain=b["is_retain"],
             )[0]
+        if "hac" not in names:
+            return out
         out["hac"] = hac.hac_loss_from_embeddings(
             u,
             v,
@@ -270,15 +274,16 @@ def test_excluded_pairs_change_no_loss_of_ac_or_hac():
     u = jnp.asarray(rng.normal(size=(n, 4)) * 0.6, jnp.float32)
     v = jnp.asarray(rng.normal(size=(n, 4)) * 0.6, jnp.float32)
     moved_u, moved_v = u.at[6].set(5.0), v.at[6].set(-3.0)
-    before, after = losses_at(u, v), losses_at(moved_u, moved_v)
+    all_losses = jax.jit(losses_at)
+    before, after = all_losses(u, v), all_losses(moved_u, moved_v)
     for name in before:
         np.testing.assert_allclose(before[name], after[name], rtol=1e-6, err_msg=name)
-        grad = jax.grad(lambda x, name=name: losses_at(x, v)[name])(u)
-        np.testing.assert_array_equal(np.asarray(grad)[6], 0.0, err_msg=name)
-        grad = jax.grad(lambda y, name=name: losses_at(u, y)[name])(v)
-        np.testing.assert_array_equal(np.asarray(grad)[6], 0.0, err_msg=name)
+        # compiled rather than op by op: the same values, in a fraction of the time
+        grads = jax.jit(jax.grad(lambda x, y, name=name: losses_at(x, y, (name,))[name], (0, 1)))
+        for grad in grads(u, v):
+            np.testing.assert_array_equal(np.asarray(grad)[6], 0.0, err_msg=name)
     # ... while moving a retain pair the same way does change them
-    moved = losses_at(u.at[4].set(5.0), v.at[4].set(-3.0))
+    moved = all_losses(u.at[4].set(5.0), v.at[4].set(-3.0))
     for name in before:
         assert abs(float(moved[name]) - float(before[name])) > 1e-3, name
 
