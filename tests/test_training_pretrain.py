@@ -484,3 +484,42 @@ def test_evaluate_command_refuses_bad_input_before_loading_anything(argv, messag
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert "/no/such/model" not in err
+
+
+def test_model_switches_are_set_from_the_command_line(tmp_path, capsys):
+    """The compute switches of ``ModelConfig`` are config keys (unset: the default model and the
+    same run fingerprint); a bad value is a one-line error before anything runs."""
+    from experiments import pretrain as cli
+    from hac_jax.config_utils import parse_command_line
+    from hac_jax.fingerprint import settings_fingerprint
+    from hac_jax.models import model_config
+    from hac_jax.training import pretrain
+
+    args = [f"--config={CONFIG}:meru,smoke,data=shapes", f"--workdir={tmp_path / 'w'}"]
+    switches = {"dtype": "bfloat16", "attention": "xla", "remat": "dots", "gelu": "erfc"}
+    config, _ = parse_command_line(
+        [*args, *(f"--config.model.{k}={v}" for k, v in switches.items())]
+    )
+    config.model.image_size = 28  # as the data would say; nothing is prepared here
+    built = pretrain.build_model_config(config)
+    assert {k: getattr(built, k) for k in switches} == switches
+    default, _ = parse_command_line(args)
+    default.model.image_size = 28
+    assert pretrain.build_model_config(default) == model_config(
+        **{k: v for k, v in default.model.to_dict().items() if k not in switches}
+    )
+
+    def key(c):
+        return settings_fingerprint(pretrain._without(c.to_dict(), pretrain.NON_DETERMINING_KEYS))
+
+    assert key(default) != key(config)
+    unset = default.copy_and_resolve_references()
+    with unset.unlocked():
+        for k in switches:
+            del unset.model[k]
+    assert key(unset) == key(default)
+
+    assert cli.main([*args, "--config.model.attention=flash"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: attention 'flash' is not None or one of") and err.count("\n") == 1
+    assert not (tmp_path / "w").exists()

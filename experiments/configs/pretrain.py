@@ -65,6 +65,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             embed_dim=64,
             context_length=16,  # the longest caption template is 14 tokens; MERU's is 77
             entail_weight=0.2,  # MERU's entailment-loss weight (ignored by CLIP)
+            # Compute switches (hac_jax.models.ModelConfig; unset = today's float32 numbers):
+            # dtype="bfloat16" matmuls, precision, attention="xla" (jax.nn.dot_product_attention),
+            # remat="full"/"dots" per block, gelu="erfc" (Flax's form of the exact GELU).
+            dtype=placeholder(str),
+            precision=placeholder(str),
+            attention=placeholder(str),
+            remat=placeholder(str),
+            gelu=placeholder(str),
         )
     )
 
