@@ -167,15 +167,16 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     # ---- checks before compute ----
     method = get_method(config.method)
     points = grid_points(config.grid.to_dict())
+    base = dict(config.get("base") or {})  # the earlier stages' settings, under every point
     defaults = method.config()
-    for key in points[0]:
+    for key in [*points[0], *base]:
         if key not in LOOP_KEYS and key not in defaults:
             raise ValueError(
-                f"grid key {key!r} is neither a loop argument {LOOP_KEYS} nor an option of "
-                f"{config.method!r} ({sorted(defaults)})"
+                f"grid or base key {key!r} is neither a loop argument {LOOP_KEYS} nor an "
+                f"option of {config.method!r} ({sorted(defaults)})"
             )
     for point in points:  # every value checked by the method's own validation, up front
-        method.config(**{k: v for k, v in point.items() if k not in LOOP_KEYS})
+        method.config(**{k: v for k, v in {**base, **point}.items() if k not in LOOP_KEYS})
     select_by = str(config.get("select_by", "ks_forget_score"))
     if select_by not in SELECT_BY:
         raise ValueError(f"select_by must be one of {list(SELECT_BY)}, got {select_by!r}")
@@ -226,8 +227,8 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         key = point_key(point)
         if all((key, s) in done for s in eval_steps):
             continue
-        loop_args = {k: v for k, v in point.items() if k in LOOP_KEYS}
-        method_cfg = {k: v for k, v in point.items() if k not in LOOP_KEYS}
+        loop_args = {k: v for k, v in {**base, **point}.items() if k in LOOP_KEYS}
+        method_cfg = {k: v for k, v in {**base, **point}.items() if k not in LOOP_KEYS}
         t0 = time.perf_counter()
         records: list[dict[str, Any]] = []
 

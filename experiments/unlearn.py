@@ -132,7 +132,8 @@ def _plain(value: Any) -> Any:
 def build_rows(config: Any) -> list[Row]:
     """The rows of ``config.methods`` with their method settings and loop arguments.
 
-    Loop arguments default to ``config.steps/lr/batch_size``; ``config.method_overrides[name]``
+    Loop arguments default to ``config.steps/lr/batch_size``, then to the method's registered
+    loop settings (a tuned method's ``lr`` and ``steps``); ``config.method_overrides[name]``
     (keyed by the registered method) and a variant's own entries override them and the
     method's registry defaults, in that order.
     """
@@ -159,6 +160,8 @@ def build_rows(config: Any) -> list[Row]:
             "batch_size": int(config.batch_size),
             "forget_fraction": None,
         }
+        if method != "retrain":
+            loop.update(get_method(method).loop)
         loop.update({k: v for k, v in settings.items() if k in LOOP_KEYS})
         method_cfg = {k: v for k, v in settings.items() if k not in LOOP_KEYS}
         if method != "retrain":
@@ -356,6 +359,15 @@ def _cache_dir(job: Job) -> str:
     return os.path.abspath(d) if d else os.path.join(job.workdir, "cache")
 
 
+def _cached_by_main(name: str, record_path: str) -> bool:
+    """Whether a finished run's record exists, as process 0 sees it; every process gets the
+    same answer (:func:`hac_jax.training.sharding.main_decides`), so all compute or none."""
+    from hac_jax.training import sharding
+
+    found = sharding.main_decides(name, lambda: str(os.path.exists(record_path)))
+    return found == "True"
+
+
 def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, Any]] | None:
     """Retrain on the retain classes with the pretraining recipe; returns the parameters and
     their cost (in process 0; ``None`` in the others, which only take part in training). The
@@ -379,11 +391,8 @@ def _retrain(job: Job, names: Sequence[str], seed: int) -> tuple[Any, dict[str, 
     tjob.workdir = workdir
     export = os.path.join(workdir, "pretrained")
     cost_path = os.path.join(workdir, "cost.json")
-    status = sharding.main_decides(
-        f"unlearn: {workdir}", lambda: "cached" if os.path.exists(cost_path) else "compute"
-    )
     main = sharding.is_main_process()
-    if status == "compute":
+    if not _cached_by_main(f"unlearn: {workdir}", cost_path):
         if main:
             print(f"[unlearn] retrain {kind} without {names}, seed {seed}: {workdir}", flush=True)
         t0 = time.perf_counter()
@@ -433,11 +442,8 @@ def _unlearned_model(
         _cache_dir(job), "models", f"{pre.config.kind}_{slug(names)}_{row.name}_s{seed}_{key[:16]}"
     )
     record_path = os.path.join(model_dir, "run.json")
-    status = sharding.main_decides(
-        f"unlearn: {key}", lambda: "cached" if os.path.exists(record_path) else "compute"
-    )
     main = sharding.is_main_process()
-    if status == "cached":
+    if _cached_by_main(f"unlearn: {key}", record_path):
         if not main:
             return None
         with open(record_path) as f:

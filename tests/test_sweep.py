@@ -118,6 +118,6 @@ def test_unknown_grid_key_is_named(tmp_path):
     config = get_config("hac_meru,smoke,data=shapes")
     with config.grid.unlocked():
         config.grid.nosuch = [1]
-    with pytest.raises(ValueError, match="grid key 'nosuch' is neither"):
+    with pytest.raises(ValueError, match="grid or base key 'nosuch' is neither"):
         sweep.run(config, str(tmp_path / "sw"))
     assert not (tmp_path / "sw").exists()

@@ -253,3 +253,29 @@ def test_cache_key_follows_what_determines_a_run(pretrained, data_dir, tmp_path,
     )
     monkeypatch.setitem(registry._REGISTRY, "ac", edited)
     assert key_of(argv)[0] != base
+
+
+def test_rows_take_the_tuned_defaults_from_the_registry():
+    from experiments.configs import unlearn as unlearn_config
+    from hac_jax.unlearning import registry
+
+    config = unlearn_config.get_config("meru,exp=e1")
+    rows = {row.name: row for row in runner.build_rows(config)}
+    for name in ("hac", "ac"):
+        method = registry.get_method(name)
+        assert rows[name].method_cfg == dict(method.defaults)
+        assert {k: rows[name].loop[k] for k in ("lr", "steps")} == dict(method.loop)
+    # ac-matched: AC with HAC's shared settings and budget, the rest AC's own
+    hac, matched = rows["hac"], rows["ac-matched"]
+    assert matched.method == "ac" and matched.loop == hac.loop
+    for key in ("pos_target", "pos_margin", "forget_negatives"):
+        assert matched.method_cfg[key] == hac.method_cfg[key]
+    assert matched.method_cfg["beta"] == registry.get_method("ac").defaults["beta"]
+    # untuned baselines run with the common loop settings
+    assert rows["ft"].loop["steps"] == config.steps and rows["ft"].loop["lr"] == config.lr
+    # every option of a tuned method can be set from the command line
+    config.method_overrides.hac.lambda_n = 5.0
+    config.method_overrides.hac.steps = 7
+    rows = {row.name: row for row in runner.build_rows(config)}
+    assert rows["hac"].method_cfg["lambda_n"] == 5.0 and rows["hac"].loop["steps"] == 7
+    assert rows["ac-matched"].loop["steps"] == hac.loop["steps"]  # a variant keeps its own

@@ -123,11 +123,27 @@ def test_flags_of_the_builtin_methods():
     assert set(m["ac"].geometries) == {"lorentz", "sphere"}
 
 
+def test_tuned_methods_register_their_loop_settings():
+    m = {name: unlearning.get_method(name) for name in unlearning.list_methods()}
+    assert dict(m["hac"].loop) == {"lr": 1e-4, "steps": 100}
+    assert dict(m["ac"].loop) == {"lr": 1e-4, "steps": 25}
+    assert not m["ft"].loop and not m["ga"].loop  # untuned baselines
+    with pytest.raises(ValueError, match="loop settings of 'bad' may be"):
+        registry.register("bad", loop=dict(batch_size=8))(lambda *a, **k: None)
+    with pytest.raises(ValueError, match="loop steps of 'bad' must be a positive int"):
+        registry.register("bad", loop=dict(steps=0))(lambda *a, **k: None)
+    with pytest.raises(ValueError, match="loop lr of 'bad' must be positive"):
+        registry.register("bad", loop=dict(lr=-1.0))(lambda *a, **k: None)
+    assert "bad" not in unlearning.list_methods()
+
+
 def test_config_defaults_overrides_and_errors():
     cfg = unlearning.get_config("hac")
     assert isinstance(cfg, ml_collections.ConfigDict)
-    assert cfg.parent_policy == "keep" and cfg.lambda_ent0 == 0.2
-    cfg2 = unlearning.get_config("hac", alpha=2, parent_policy="push")
+    # HAC's default is the sweep's stage 4 (docs/SWEEP.md)
+    assert cfg.parent_policy == "ignore" and cfg.lambda_ent0 == 0.2
+    assert cfg.pos_target == "relative" and cfg.pos_margin == 0.25 and not cfg.forget_negatives
+    cfg2 = unlearning.get_config("hac", alpha=2, forget_negatives=True, parent_policy="push")
     assert cfg2.alpha == 2.0 and isinstance(cfg2.alpha, float) and cfg2.parent_policy == "push"
     assert unlearning.get_config("hac").alpha == cfg.alpha  # defaults are not mutated
     with pytest.raises(ValueError, match=r"no option\(s\) \['alhpa'\]"):
@@ -467,9 +483,13 @@ def test_methods_on_the_real_meru_model():
         not in ("logit_scale", "curv", "visual_alpha", "textual_alpha", "visual/pos_embed")
     )
     assert float(jax.jit(lambda p: l1_norm(p, rules))(params)) == pytest.approx(expected, rel=1e-5)
-    # HAC end to end: pooled parent prompt ensembles, the frozen model for the norm term
+    # HAC end to end: pooled parent prompt ensembles (the "keep" policy; the default leaves the
+    # parent cone to the data), the frozen model for the norm term
     hac_fn = unlearning.get_method("hac").bind(
-        model=model, geometry=cfg.kind, parent_prompt_tokens=parents
+        model=model,
+        geometry=cfg.kind,
+        cfg=unlearning.get_config("hac", parent_policy="keep"),
+        parent_prompt_tokens=parents,
     )
     step = jax.jit(jax.value_and_grad(hac_fn, has_aux=True), compiler_options=FAST)
     (loss, metrics), grads = step(params, frozen, batch, jax.random.key(0), 0)

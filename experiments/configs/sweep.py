@@ -22,6 +22,9 @@ from experiments.configs.common import data_config
 from hac_jax.config_utils import parse_arg
 
 PRESETS = ("ac_clip", "hac_meru")
+# HAC of stages 1-2: the bounded positive term, the parent cone kept, the forget pairs as
+# negatives of the retain InfoNCE
+_HAC_BOUNDED = {"pos_target": "bounded", "parent_policy": "keep", "forget_negatives": True}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,6 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.ks_tolerance = 0.02
     # the distance to Retrain that the rule minimises (experiments.sweep.SELECT_BY)
     config.select_by = "ks_forget_score"
+    # Method settings under every grid point: what the stage builds on where it differs from
+    # today's registry defaults (the later stages' choice), so each stage's command measures the
+    # points it measured when it ran.
+    config.base = {}
     # The levers: how hard the positive term pushes (beta), negative calibration toward
     # captions of retained concepts (alpha with wrong_positive="retain", a no-op with the
     # "forget" pool when one concept is forgotten), and the steps (eval_steps).
@@ -93,16 +100,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 "pos_margin": [0.0, 0.25],
                 "parent_policy": ["keep", "ignore"],
             }
+            config.base = {"forget_negatives": True}
     elif arg.preset == "ac_clip":
         config.grid = {"beta": [3.0, 10.0], "alpha": [0.0, 1.0], "wrong_positive": ["retain"]}
     elif arg.stage == 1:
         config.grid = {"beta": [1.0, 3.0], "alpha": [0.0, 1.0], "wrong_positive": ["retain"]}
+        config.base = {"margin_d": 3.0, **_HAC_BOUNDED}
     else:
         # Stage 2: stage 1 separated the forget scores from Retrain's completely (KS 1.0) once
         # the bounded positive term was met: its margin (3.0) lies beyond the distances of
         # unseen pairs. A margin near the distance of mismatched pairs targets unseen-data
         # statistics instead of pushing past them.
         config.grid = {"margin_d": [1.25, 1.5], "beta": [3.0], "alpha": [0.0]}
+        config.base = dict(_HAC_BOUNDED)
         config.eval_steps = [10, 25, 50]
     config.data = data_config(arg.data, smoke=arg.smoke)  # experiments/configs/common.py
     if arg.smoke:
@@ -111,4 +121,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.batch_size = 8
         config.eval_batch_size = 32
         config.grid = {"lr": [1e-4], "alpha": [1.0]}
+        config.base = {"forget_negatives": True}  # alpha != 0 needs the forget pairs
     return config

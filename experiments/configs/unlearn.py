@@ -27,9 +27,11 @@ Experiments (docs/METHOD.md):
 Lists are lists (``config.methods``, ``config.seeds``, ``config.forget`` as a list of forget
 sets); on the command line ``--config.seeds=0,1`` and ``--config.forget="sneaker;sneaker,bag"``
 (``;`` separates forget sets). Every experiment uses seeds 0, 1, 2 (``main``: 0), the same for
-every row. AC's and HAC's
-settings come from the sweep documented in docs/SWEEP.md (``METHOD_OVERRIDES``); the baselines
-run with the common ``steps`` / ``lr`` and are not tuned. Runs are cached in ``cache_dir``, so
+every row. AC's and HAC's settings are their registered defaults
+(``hac_jax/unlearning/ac.py``, ``hac.py``: the sweep's choice, docs/SWEEP.md), listed in
+``config.method_overrides`` so that each can be changed from the command line
+(``--config.method_overrides.hac.lambda_n=5``); the baselines run with the common ``steps`` /
+``lr`` and are not tuned. Runs are cached in ``cache_dir``, so
 experiments that share a run (E1's HAC is E2's k = 1 and E3's full HAC) compute it once.
 """
 
@@ -39,24 +41,22 @@ from ml_collections.config_dict import placeholder
 from experiments.configs.common import data_config, distributed_config
 from hac_jax.config_utils import parse_arg
 from hac_jax.report import HIERARCHY_COLUMNS
+from hac_jax.unlearning import get_method
 
 MODELS = ("clip", "meru")
 EXPERIMENTS = ("e1", "e2", "e3", "e4", "main")
+# The methods with a tuned default (docs/SWEEP.md); the others run with the common loop settings.
+TUNED = ("ac", "hac")
 
-# The chosen settings of the sweep (docs/SWEEP.md); loop arguments (lr, steps) and method options.
-METHOD_OVERRIDES = {
-    "ac": dict(lr=1e-4, steps=25),
-    # stage 4: the relative target, the parent cone left to the data and the forget pairs out
-    # of the retain InfoNCE (destination TV to Retrain on sandal 0.247 at 100 steps)
-    "hac": dict(
-        lr=1e-4,
-        steps=100,
-        pos_target="relative",
-        pos_margin=0.25,
-        parent_policy="ignore",
-        forget_negatives=False,
-    ),
-}
+
+def tuned_settings(name: str) -> dict:
+    """A tuned method's whole default: its registered loop settings (lr, steps) and options."""
+    method = get_method(name)
+    return {**method.loop, **method.defaults}
+
+
+# What ac-matched takes from HAC's default (the settings the two methods share).
+SHARED_WITH_HAC = ("lr", "steps", "pos_target", "pos_margin", "forget_negatives")
 
 # E3's ablations: a row name -> the method it runs and the options that differ.
 VARIANTS = {
@@ -70,10 +70,7 @@ VARIANTS = {
     "hac-keep": dict(method="hac", parent_policy="keep"),  # ... or stays in it (stages 1-3)
     # AC with HAC's shared settings and budget: the like-for-like comparison on MERU that
     # isolates HAC's own terms (entailment calibration, norm regularization)
-    "ac-matched": dict(
-        method="ac",
-        **{k: v for k, v in METHOD_OVERRIDES["hac"].items() if k != "parent_policy"},
-    ),
+    "ac-matched": dict(method="ac", **{k: tuned_settings("hac")[k] for k in SHARED_WITH_HAC}),
 }
 
 _METHODS = {
@@ -132,7 +129,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.steps = 100
     config.batch_size = 64
     config.lr = 1e-5
-    config.method_overrides = {k: dict(v) for k, v in METHOD_OVERRIDES.items()}
+    config.method_overrides = {name: tuned_settings(name) for name in TUNED}
     config.variants = {k: dict(v) for k, v in VARIANTS.items()}
     # Retrain: the pretraining config of the original model (default: config.json beside the
     # pretrained export) on the retain classes, one cached run per forget set and seed.

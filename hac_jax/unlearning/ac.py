@@ -291,9 +291,8 @@ def validate_pos_target(cfg: Any, targets: tuple[str, ...]) -> None:
 
 @register(
     "ac",
-    # alpha / beta from the documented sweep on sandal against Retrain (docs/SWEEP.md,
-    # results/sweep_ac_clip.json); lr and steps live in the experiment config
-    # (experiments/configs/unlearn.py, METHOD_OVERRIDES).
+    # The default is the documented sweep's choice on sandal against Retrain (docs/SWEEP.md,
+    # results/sweep_ac_clip.json): alpha, beta and the loop's lr and steps (stage 1).
     defaults=dict(
         alpha=0.0,
         beta=3.0,
@@ -315,6 +314,7 @@ def validate_pos_target(cfg: Any, targets: tuple[str, ...]) -> None:
         # retain pairs alone (needs alpha = 0)
         forget_negatives=True,
     ),
+    loop=dict(lr=1e-4, steps=25),
     needs_forget=True,
     validate=_validate,
     description="Alignment Calibration (negative + positive calibration), either geometry",

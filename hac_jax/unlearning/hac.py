@@ -329,25 +329,28 @@ def _validate(cfg: Any) -> None:
 
 @register(
     "hac",
-    # alpha, beta and margin_d from the documented sweep on sandal against Retrain
-    # (docs/SWEEP.md, results/sweep_hac_meru*.json); lr and steps live in the experiment config
-    # (experiments/configs/unlearn.py, METHOD_OVERRIDES).
+    # The default is the documented sweep's choice on sandal against Retrain (docs/SWEEP.md,
+    # results/sweep_hac_meru*.json): alpha, beta (stage 1), margin_d (stage 2), the relative
+    # target with its margin, the parent cone left to the data and the forget pairs out of the
+    # retain InfoNCE (stages 3-4), and the loop's lr and steps.
     defaults=dict(
         alpha=0.0,
         beta=3.0,
         margin_d=1.5,
         # positive calibration's target (POS_TARGETS): "bounded" uses margin_d, "relative"
         # pos_margin
-        pos_target="bounded",
-        pos_margin=0.0,
+        pos_target="relative",
+        pos_margin=0.25,
         pos_reference="mean",  # "relative": the retain captions' mean or pos_quantile-th sim
         pos_quantile=0.5,
         # the forget pairs are negatives in the retain InfoNCE (AC's); False: retain pairs only
-        forget_negatives=True,
+        forget_negatives=False,
         lambda_ent0=0.2,
         lambda_ec=1.0,
         delta=0.0,
-        parent_policy="keep",
+        # the forget image's place against its parent's cone: "ignore" leaves it to the data,
+        # "keep" holds it inside, "push" sends it out (PARENT_POLICIES)
+        parent_policy="ignore",
         lambda_parent=1.0,
         parent_stop_gradient=True,
         lambda_n=10.0,
@@ -360,6 +363,7 @@ def _validate(cfg: Any) -> None:
         derangement="random",
         index_shift=1,
     ),
+    loop=dict(lr=1e-4, steps=100),
     needs_frozen_model=True,
     needs_parent_prompts=True,
     needs_forget=True,

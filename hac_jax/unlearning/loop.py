@@ -156,9 +156,9 @@ def unlearn(
     method: str,
     forget_classes: Iterable[int | str] | int | str,
     method_cfg: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
-    steps: int,
+    steps: int | None = None,
     batch_size: int,
-    lr: float,
+    lr: float | None = None,
     forget_fraction: float | None = None,
     group_captions: str = "exclude",
     seed: int = 0,
@@ -183,9 +183,11 @@ def unlearn(
       forget_classes: concepts to forget (a :class:`hac_jax.data.ForgetSet`, class/group names
         or class ids).
       method_cfg: the method's ``ConfigDict``, or a mapping of overrides of its defaults.
-      steps: total unlearning steps (the learning-rate schedule spans them).
+      steps: total unlearning steps (the learning-rate schedule spans them); ``None``: the
+        method's tuned default (its registration's ``loop``, e.g. HAC's 100).
       batch_size: global batch size (divisible by the mesh's ``data`` axis).
-      lr: peak learning rate of AdamW (constant by default, no weight decay).
+      lr: peak learning rate of AdamW (constant by default, no weight decay); ``None``: the
+        method's tuned default.
       forget_fraction: share of forget pairs per batch (default from the method's flags, see
         :func:`default_forget_fraction`).
       group_captions: what group- and root-level captions of forget images are
@@ -220,6 +222,10 @@ def unlearn(
     """
     t0 = time.perf_counter()
     m = get_method(method)
+    steps, lr = (m.loop.get(k) if v is None else v for k, v in (("steps", steps), ("lr", lr)))
+    for name, value in (("steps", steps), ("lr", lr)):
+        if value is None:
+            raise ValueError(f"method {m.name!r} has no tuned default {name}; pass {name}=...")
     cfg = _method_cfg(m, method_cfg)
     geometry = model_cfg.geometry
     from hac_jax import data as hdata

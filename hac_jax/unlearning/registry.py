@@ -29,6 +29,10 @@ The uniform loss signature:
   (:func:`hac_jax.data.captions.parent_prompts`), a constant of the run;
 * returns ``(loss, metrics)``: a scalar and a flat dict of scalars (``metrics["loss"]`` included).
 
+``loop`` holds the unlearning loop's settings a method was tuned with (``lr``, ``steps``; see
+:data:`LOOP_DEFAULT_KEYS`): :func:`hac_jax.unlearning.loop.unlearn` and the experiment runner
+use them when no value is given, so a tuned method's whole default lives in its registration.
+
 Flags tell the runner what a method needs: ``needs_frozen_model`` (pass the original parameters),
 ``needs_parent_prompts`` (the parent prompt tokens),
 ``needs_forget`` / ``needs_retain`` (which pairs the batches must contain), ``reinit`` (start from
@@ -78,6 +82,8 @@ class LossFn(Protocol):
 
 
 _GEOMETRY_NAMES = ("lorentz", "sphere")
+# The unlearning loop's settings a registration may fix (``register(..., loop=...)``).
+LOOP_DEFAULT_KEYS = ("lr", "steps")
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -96,6 +102,8 @@ class Method:
     description: str = ""
     validate: Callable[[ml_collections.ConfigDict], None] | None = None
     needs_parent_prompts: bool = False
+    # the loop settings the method was tuned with (keys of LOOP_DEFAULT_KEYS); empty: untuned
+    loop: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     def config(self, **overrides: Any) -> ml_collections.ConfigDict:
         """A fresh, locked ``ConfigDict`` of the defaults with ``overrides`` applied.
@@ -187,11 +195,13 @@ def register(
     description: str = "",
     validate: Callable[[ml_collections.ConfigDict], None] | None = None,
     needs_parent_prompts: bool = False,
+    loop: Mapping[str, Any] | None = None,
     replace: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Decorator registering a loss function under ``name`` (returns the function unchanged).
 
-    A name already taken is a ``ValueError`` unless ``replace=True``.
+    ``loop``: the loop settings the method was tuned with (``lr`` > 0, ``steps`` > 0; module
+    docstring). A name already taken is a ``ValueError`` unless ``replace=True``.
     """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"method names are lower-case identifiers, got {name!r}")
@@ -202,6 +212,14 @@ def register(
         )
     if not needs_forget and not needs_retain:
         raise ValueError(f"method {name!r} must use the forget or the retain pairs (or both)")
+    loop = dict(loop or {})
+    unknown = sorted(set(loop) - set(LOOP_DEFAULT_KEYS))
+    if unknown:
+        raise ValueError(f"loop settings of {name!r} may be {LOOP_DEFAULT_KEYS}, got {unknown}")
+    if "steps" in loop and not (isinstance(loop["steps"], int) and loop["steps"] > 0):
+        raise ValueError(f"loop steps of {name!r} must be a positive int, got {loop['steps']!r}")
+    if "lr" in loop and not float(loop["lr"]) > 0:
+        raise ValueError(f"loop lr of {name!r} must be positive, got {loop['lr']!r}")
 
     def decorator(fn: LossFn) -> LossFn:
         if name in _REGISTRY and not replace:
@@ -221,6 +239,7 @@ def register(
             description=description,
             validate=validate,
             needs_parent_prompts=needs_parent_prompts,
+            loop=MappingProxyType(loop),
         )
         # Check the defaults themselves before anything can use them.
         method.config()
