@@ -216,9 +216,14 @@ def prepare(config: Any, workdir: str) -> Job:
     workdir = os.path.abspath(workdir)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise NotADirectoryError(f"workdir {workdir!r} is a file")
+    from experiments.configs.common import set_switches
+
+    switches = set_switches(config.get("model_switches"))  # the model's compute switches
     retrain_config = None
     if any(r.method == "retrain" for r in rows):
         retrain_config = _retrain_base_config(config)
+        with retrain_config.unlocked():  # Retrain computes as the unlearned models do
+            retrain_config.model.update(switches)
 
     from hac_jax import data as hdata
     from hac_jax.training import sharding
@@ -239,7 +244,7 @@ def prepare(config: Any, workdir: str) -> Job:
     from hac_jax.models import build_model
     from hac_jax.models.pretrained import load_pretrained
 
-    pre = load_pretrained(config.pretrained)
+    pre = load_pretrained(config.pretrained, **switches)
     if pre.config.kind != config.model:
         raise ValueError(
             f"the pretrained model is {pre.config.kind!r} but the config says {config.model!r}; "

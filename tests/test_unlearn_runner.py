@@ -62,6 +62,7 @@ def _argv(model_dir, data_dir, workdir, kind="meru", **over):
         ({"methods": "retrain"}, "meru", "pretraining config"),
         ({"method_overrides.ac.alpha": "-1", "methods": "ac"}, "meru", "alpha"),
         ({"pretrained": "/nonexistent/model"}, "meru", "does not exist"),
+        ({"model_switches.attention": "fast"}, "meru", "attention 'fast'"),
         ({}, "clip", "config says"),
     ],
 )
@@ -166,6 +167,12 @@ def test_retrain_runs_the_pretraining_recipe_on_the_retain_classes(data_dir, tmp
     # the retrained model is a fresh one: it differs from the original
     orig = [r for r in res["runs"] if r["row"] == "original"][0]
     assert retrain[0]["metrics"] != orig["metrics"]
+    # a compute switch of the run reaches Retrain's model as well as the loaded one
+    job = runner.prepare(
+        runner.parse_command_line([*argv, "--config.model_switches.attention=xla"])[0], workdir
+    )
+    assert job.pretrained.config.attention == "xla"
+    assert job.retrain_config.model.attention == "xla"
 
 
 def test_cross_alignment_gaps_matches_brute_force():
@@ -245,6 +252,8 @@ def test_cache_key_follows_what_determines_a_run(pretrained, data_dir, tmp_path,
     assert key_of(argv, seed=1)[0] != base
     assert key_of([*argv, "--config.method_overrides.ac.steps=3"])[0] != base
     assert key_of([*argv, "--config.group_captions=retain"])[0] != base
+    # a compute switch changes the program, so the run (the model's fingerprint holds it)
+    assert key_of([*argv, "--config.model_switches.attention=xla"])[0] != base
     assert key_of(argv, code="0" * 64)[0] != base
     # editing a registry default re-runs: the key holds the resolved value, not the overrides
     method = registry.get_method("ac")

@@ -1,5 +1,6 @@
-"""Settings shared by the experiment configs: the data block (``config.data``) and how several
-JAX processes join (``config.distributed``).
+"""Settings shared by the experiment configs: the data block (``config.data``), how several
+JAX processes join (``config.distributed``) and the model's compute switches
+(:data:`MODEL_SWITCHES`).
 
 Pretraining, unlearning and the sweep read their data through ``hac_jax.data.load_data``, so
 they share one description of it; what differs between the runners (the smoke sizes, the keys
@@ -92,3 +93,23 @@ def distributed_config() -> ml_collections.ConfigDict:
             process_id=placeholder(int),
         )
     )
+
+
+# The model's compute switches (hac_jax.models.ModelConfig: dtype="bfloat16" matmuls, precision,
+# attention="xla" (jax.nn.dot_product_attention), remat="full"/"dots" per block, gelu="erfc"
+# (Flax's form of the exact GELU)); unset, the model computes today's float32 numbers and the
+# run fingerprints stay as they were.
+MODEL_SWITCHES = ("dtype", "precision", "attention", "remat", "gelu")
+
+
+def model_switches() -> dict[str, Any]:
+    """The compute switches as unset, typed keys of a config block, so the command line can set
+    them (``--config.model.attention=xla``)."""
+    return {name: placeholder(str) for name in MODEL_SWITCHES}
+
+
+def set_switches(switches: Any) -> dict[str, str]:
+    """The switches that are set, ``{name: value}``, of a config block holding them."""
+    if switches is None:
+        return {}
+    return {k: switches[k] for k in MODEL_SWITCHES if switches.get(k) is not None}

@@ -15,7 +15,7 @@ own images: ``--config.data.name=image_folder --config.data.root=DIR`` (layouts 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from experiments.configs.common import data_config, distributed_config
+from experiments.configs.common import data_config, distributed_config, model_switches
 from hac_jax.config_utils import parse_arg
 from hac_jax.training import optim
 
@@ -65,14 +65,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             embed_dim=64,
             context_length=16,  # the longest caption template is 14 tokens; MERU's is 77
             entail_weight=0.2,  # MERU's entailment-loss weight (ignored by CLIP)
-            # Compute switches (hac_jax.models.ModelConfig; unset = today's float32 numbers):
-            # dtype="bfloat16" matmuls, precision, attention="xla" (jax.nn.dot_product_attention),
-            # remat="full"/"dots" per block, gelu="erfc" (Flax's form of the exact GELU).
-            dtype=placeholder(str),
-            precision=placeholder(str),
-            attention=placeholder(str),
-            remat=placeholder(str),
-            gelu=placeholder(str),
+            # the compute switches, unset (experiments/configs/common.py, MODEL_SWITCHES)
+            **model_switches(),
         )
     )
 

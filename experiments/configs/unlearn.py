@@ -38,7 +38,7 @@ experiments that share a run (E1's HAC is E2's k = 1 and E3's full HAC) compute 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from experiments.configs.common import data_config, distributed_config
+from experiments.configs.common import data_config, distributed_config, model_switches
 from hac_jax.config_utils import parse_arg
 from hac_jax.report import HIERARCHY_COLUMNS
 from hac_jax.unlearning import get_method
@@ -118,6 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = arg.model  # must match the kind of the pretrained model
     # a save_pretrained / converted directory or a .pth (default: the README's pretraining run)
     config.pretrained = f"runs/{arg.model}_fmnist/pretrained"
+    # compute switches of the loaded model and of Retrain (experiments/configs/common.py;
+    # --config.model_switches.attention=xla); unset, the model computes as it was saved
+    config.model_switches = model_switches()
     # forget sets (lists of concepts); on the command line ";" separates sets, "," concepts
     config.forget = {"e1": E1_FORGET, "e2": E2_FORGET}.get(arg.exp, [["sneaker"]])
     config.methods = list(_METHODS[(arg.exp, arg.model)])  # rows: methods, variants, retrain
