@@ -17,9 +17,10 @@ Experiments (docs/METHOD.md):
 * ``e2``: k = 1, 2, 3, 5 concepts (nested sets starting at ``sneaker``); Retrain, AC (CLIP),
   AC, ac-matched and HAC (MERU), every method with its one default (the same budget rule at
   every k).
-* ``e3``: HAC without each term (entailment calibration, norm regularization, positive),
-  with negative calibration added back (the sweep chose alpha = 0), parent cone pushed out
-  of (HAC's default leaves it to the data), and AC on MERU.
+* ``e3``: Retrain; HAC without each term (entailment calibration, norm regularization, both,
+  the retain pairs' entailment loss, positive calibration), with negative calibration added
+  back (the sweep chose alpha = 0), the parent cone kept or pushed out of (HAC's default leaves
+  it to the data), AC and ac-matched on MERU.
 * ``e4``: the hierarchy audit of AC vs HAC (its default, parent cone kept, pushed) on
   ``sneaker``.
 * ``main``: E1's comparison with one seed and fewer baselines (the README main command).
@@ -63,6 +64,9 @@ VARIANTS = {
     "hac-ec": dict(method="hac", lambda_ec=0.0),  # without entailment calibration
     "hac-norm": dict(method="hac", lambda_n=0.0),  # without norm regularization
     "hac-pos": dict(method="hac", beta=0.0),  # without positive calibration
+    "hac-ent": dict(method="hac", lambda_ent0=0.0),  # without the retain pairs' entailment loss
+    # without both terms of HAC's own (entailment calibration and norm regularization)
+    "hac-ec-norm": dict(method="hac", lambda_ec=0.0, lambda_n=0.0),
     # The sweep set alpha = 0 (no negative calibration); the ablation adds it back.
     # with negative calibration (alpha = 1), which needs the forget pairs in the InfoNCE
     "hac+neg": dict(method="hac", alpha=1.0, forget_negatives=True),
@@ -78,7 +82,20 @@ _METHODS = {
     ("e1", "meru"): ["retrain", "hac", "ac", "ac-matched", "ft", "ga", "negrad", "l1_sparse"],
     ("e2", "clip"): ["retrain", "ac"],
     ("e2", "meru"): ["retrain", "hac", "ac", "ac-matched"],
-    ("e3", "meru"): ["hac", "hac-ec", "hac-norm", "hac-pos", "hac+neg", "hac-push", "ac"],
+    ("e3", "meru"): [
+        "retrain",
+        "hac",
+        "hac-ec",
+        "hac-norm",
+        "hac-ec-norm",
+        "hac-ent",
+        "hac-pos",
+        "hac+neg",
+        "hac-push",
+        "hac-keep",
+        "ac",
+        "ac-matched",
+    ],
     ("e4", "clip"): ["ac"],
     ("e4", "meru"): ["hac", "hac-keep", "hac-push", "ac"],
     ("main", "clip"): ["retrain", "ac", "ft", "ga"],
