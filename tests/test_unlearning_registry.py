@@ -499,3 +499,29 @@ def test_methods_on_the_real_meru_model():
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
     assert float(jnp.abs(grads["visual_proj"]["kernel"]).sum()) > 0
+
+
+def test_run_passes_count_only_what_the_config_computes():
+    from hac_jax.unlearning.loop import run_passes
+
+    hac_method = unlearning.get_method("hac")
+    default = run_passes(hac_method, hac_method.config(), 10, 8, num_prompts=6)
+    # the frozen original's forward every step; the parent prompts are not encoded under the
+    # default "ignore" policy
+    assert default == {
+        "forward_examples": 160,
+        "backward_examples": 80,
+        "frozen_forward_examples": 80,
+        "prompt_text_forwards": 0,
+    }
+    keep = run_passes(hac_method, hac_method.config(parent_policy="keep"), 10, 8, 6)
+    assert keep["prompt_text_forwards"] == 60 and keep["frozen_forward_examples"] == 80
+    no_norm = run_passes(hac_method, hac_method.config(lambda_n=0.0), 10, 8, 6)
+    assert no_norm["frozen_forward_examples"] == 0 and no_norm["forward_examples"] == 80
+    ac_method = unlearning.get_method("ac")
+    assert run_passes(ac_method, ac_method.config(), 10, 8, 6) == {
+        "forward_examples": 80,
+        "backward_examples": 80,
+        "frozen_forward_examples": 0,
+        "prompt_text_forwards": 0,
+    }

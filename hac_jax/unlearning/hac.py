@@ -327,6 +327,16 @@ def _validate(cfg: Any) -> None:
     validate_forget_negatives(cfg)
 
 
+def _uses_parent(cfg: Any) -> bool:
+    """Whether HAC under ``cfg`` places the forget images against their parent's cone."""
+    return cfg.parent_policy != "ignore" and cfg.lambda_parent != 0
+
+
+def _uses_frozen_model(cfg: Any) -> bool:
+    """Whether HAC under ``cfg`` regularizes norms against the frozen original."""
+    return cfg.lambda_n != 0
+
+
 @register(
     "hac",
     # The default is the documented sweep's choice on sandal against Retrain (docs/SWEEP.md,
@@ -364,6 +374,8 @@ def _validate(cfg: Any) -> None:
         index_shift=1,
     ),
     loop=dict(lr=1e-4, steps=100),
+    frozen_model_used=_uses_frozen_model,
+    parent_prompts_used=_uses_parent,
     needs_frozen_model=True,
     needs_parent_prompts=True,
     needs_forget=True,
@@ -393,13 +405,13 @@ def hac_loss(
     del step
     if geometry.name != "lorentz":
         raise ValueError(f"HAC needs a MERU (lorentz) model, got geometry {geometry.name!r}")
-    use_parent = cfg.parent_policy != "ignore" and cfg.lambda_parent != 0
+    use_parent = _uses_parent(cfg)
     if use_parent and (parent_prompt_tokens is None or "parent" not in batch):
         raise ValueError(
             f"parent_policy={cfg.parent_policy!r} needs the parent prompts (bound tokens and "
             "batch['parent'], each pair's row); add them or set parent_policy='ignore'"
         )
-    if cfg.lambda_n != 0 and frozen_params is None:
+    if _uses_frozen_model(cfg) and frozen_params is None:
         raise ValueError("lambda_n != 0 needs frozen_params (the original model's parameters)")
     out = model_outputs(model, params, batch)
     is_forget, is_retain = common.pair_masks(batch)
@@ -415,7 +427,7 @@ def hac_loss(
             parents = jax.lax.stop_gradient(parents)
         parent_text = parents[jnp.asarray(batch["parent"])]
     u0 = v0 = None
-    if cfg.lambda_n != 0:
+    if _uses_frozen_model(cfg):
         frozen = model_outputs(model, frozen_params, batch)
         u0 = jax.lax.stop_gradient(frozen["image"])
         v0 = jax.lax.stop_gradient(frozen["text"])

@@ -6,7 +6,7 @@
    names, method/geometry compatibility, sizes) and raises a one-line ``ValueError``;
 2. starts from ``params0`` (or from a fresh initialisation for methods flagged ``reinit``, i.e.
    Retrain), placed on the mesh; ``params0`` itself is never updated and is passed to the loss as
-   the frozen original model when the method asks for it (``needs_frozen_model``);
+   the frozen original model when the method's config uses it (``Method.uses_frozen_model``);
 3. draws mixed forget/retain images (``make_mixed_loader``; the forget share defaults from the
    method's flags) and gives each pair its role from its caption's level
    (:func:`hac_jax.data.forget.pair_roles`: ``is_forget`` for captions that name a forgotten
@@ -65,17 +65,24 @@ class UnlearnResult:
     passes: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def run_passes(method: Method, steps: int, batch_size: int, num_prompts: int) -> dict[str, int]:
+def run_passes(
+    method: Method,
+    cfg: ml_collections.ConfigDict,
+    steps: int,
+    batch_size: int,
+    num_prompts: int,
+) -> dict[str, int]:
     """Every forward and backward pass of ``steps`` steps, counted in examples: the trained
     model's forward and backward over each batch, the frozen original's forward over each batch
-    (``needs_frozen_model``), and the parent prompts' text-only forward (``num_prompts`` a
-    step, ``needs_parent_prompts``). ``forward_examples`` sums the image-text forwards."""
-    frozen = steps * batch_size if method.needs_frozen_model else 0
+    (when the loss under ``cfg`` runs it, :meth:`Method.uses_frozen_model`), and the parent
+    prompts' text-only forward (``num_prompts`` a step, when it encodes them).
+    ``forward_examples`` sums the image-text forwards."""
+    frozen = steps * batch_size if method.uses_frozen_model(cfg) else 0
     return {
         "forward_examples": steps * batch_size + frozen,
         "backward_examples": steps * batch_size,
         "frozen_forward_examples": frozen,
-        "prompt_text_forwards": steps * num_prompts if method.needs_parent_prompts else 0,
+        "prompt_text_forwards": steps * num_prompts if method.uses_parent_prompts(cfg) else 0,
     }
 
 
@@ -317,7 +324,7 @@ def unlearn(
     )
     start_params = init_params(model_cfg, jax.random.PRNGKey(seed)) if m.reinit else params0
     state["params"] = _copy_onto(start_params, shardings["params"])
-    frozen = _copy_onto(params0, shardings["params"]) if m.needs_frozen_model else None
+    frozen = _copy_onto(params0, shardings["params"]) if m.uses_frozen_model(cfg) else None
     data_iter = iter(loader)
     ckpt = None
     if workdir is not None:
@@ -383,6 +390,6 @@ def unlearn(
         seconds=time.perf_counter() - t0,
         history=history,
         passes=run_passes(
-            m, done, batch_size, int(parent_tokens.shape[0] * parent_tokens.shape[1])
+            m, cfg, done, batch_size, int(parent_tokens.shape[0] * parent_tokens.shape[1])
         ),
     )

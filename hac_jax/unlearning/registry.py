@@ -104,6 +104,20 @@ class Method:
     needs_parent_prompts: bool = False
     # the loop settings the method was tuned with (keys of LOOP_DEFAULT_KEYS); empty: untuned
     loop: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    # whether a config's loss runs the frozen model / encodes the parent prompts (a setting can
+    # switch the term off); None: whenever the flag says it needs them
+    frozen_model_used: Callable[[ml_collections.ConfigDict], bool] | None = None
+    parent_prompts_used: Callable[[ml_collections.ConfigDict], bool] | None = None
+
+    def uses_frozen_model(self, cfg: ml_collections.ConfigDict) -> bool:
+        """Whether the loss under ``cfg`` runs the frozen original (what the run's cost counts)."""
+        used = self.frozen_model_used
+        return self.needs_frozen_model and (used is None or bool(used(cfg)))
+
+    def uses_parent_prompts(self, cfg: ml_collections.ConfigDict) -> bool:
+        """Whether the loss under ``cfg`` encodes the parent prompts."""
+        used = self.parent_prompts_used
+        return self.needs_parent_prompts and (used is None or bool(used(cfg)))
 
     def config(self, **overrides: Any) -> ml_collections.ConfigDict:
         """A fresh, locked ``ConfigDict`` of the defaults with ``overrides`` applied.
@@ -196,12 +210,17 @@ def register(
     validate: Callable[[ml_collections.ConfigDict], None] | None = None,
     needs_parent_prompts: bool = False,
     loop: Mapping[str, Any] | None = None,
+    frozen_model_used: Callable[[ml_collections.ConfigDict], bool] | None = None,
+    parent_prompts_used: Callable[[ml_collections.ConfigDict], bool] | None = None,
     replace: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Decorator registering a loss function under ``name`` (returns the function unchanged).
 
     ``loop``: the loop settings the method was tuned with (``lr`` > 0, ``steps`` > 0; module
-    docstring). A name already taken is a ``ValueError`` unless ``replace=True``.
+    docstring). ``frozen_model_used`` / ``parent_prompts_used``: ``cfg -> bool``, whether a
+    config's loss uses what ``needs_frozen_model`` / ``needs_parent_prompts`` provide (the
+    run's cost counts those passes only then). A name already taken is a ``ValueError`` unless
+    ``replace=True``.
     """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"method names are lower-case identifiers, got {name!r}")
@@ -240,6 +259,8 @@ def register(
             validate=validate,
             needs_parent_prompts=needs_parent_prompts,
             loop=MappingProxyType(loop),
+            frozen_model_used=frozen_model_used,
+            parent_prompts_used=parent_prompts_used,
         )
         # Check the defaults themselves before anything can use them.
         method.config()
