@@ -227,8 +227,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         key = point_key(point)
         if all((key, s) in done for s in eval_steps):
             continue
-        loop_args = {k: v for k, v in {**base, **point}.items() if k in LOOP_KEYS}
-        method_cfg = {k: v for k, v in {**base, **point}.items() if k not in LOOP_KEYS}
+        settings = {**base, **point}
+        loop_args = {k: v for k, v in settings.items() if k in LOOP_KEYS}
+        method_cfg = {k: v for k, v in settings.items() if k not in LOOP_KEYS}
         t0 = time.perf_counter()
         records: list[dict[str, Any]] = []
 
