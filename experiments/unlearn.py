@@ -160,8 +160,7 @@ def build_rows(config: Any) -> list[Row]:
             "batch_size": int(config.batch_size),
             "forget_fraction": None,
         }
-        if method != "retrain":
-            loop.update(get_method(method).loop)
+        loop.update(get_method(method).loop)  # a tuned method's lr and steps (Retrain: none)
         loop.update({k: v for k, v in settings.items() if k in LOOP_KEYS})
         method_cfg = {k: v for k, v in settings.items() if k not in LOOP_KEYS}
         if method != "retrain":
